@@ -1,0 +1,3 @@
+from noderescue.cli import main
+
+raise SystemExit(main())
