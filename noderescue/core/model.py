@@ -376,6 +376,9 @@ class Blocked:
     until: float | None = None  # when the gate can open by itself (rate-limit slot, window)
 
 
+FinishResult = Literal["succeeded", "failed", "recovered"]
+
+
 class DecisionKind(enum.StrEnum):
     START = "start"  # begin a remediation at ladder step 0
     CONTINUE = "continue"  # in flight: make sure a worker drives it
@@ -395,18 +398,22 @@ class Decision:
     reason: str = ""
     blocked: Blocked | None = None  # skip: the gate that holds it
     record: Record | None = None  # the record this decision is about, if any
-    result: Literal["succeeded", "failed", "recovered"] | None = None  # finish
+    result: FinishResult | None = None  # finish
 
 
 @dataclass(frozen=True, slots=True)
 class NodeReport:
-    """What `plan` says about one node (every node gets one)."""
+    """What `plan` says about one node that is not plainly healthy (pending, unhealthy, excluded,
+    unmatched or with a record). Plainly healthy nodes are listed in ``Plan.node_classes`` only:
+    100,000 reports saying "healthy" would cost more than the rest of the pass."""
 
     node: str
     cls: str | None
     health: Health
     decision: DecisionKind | None
     blocked: Blocked | None = None
+    record: Record | None = None
+    note: str = ""  # e.g. "unmatched", "parked: needs a human", "pending until ..."
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,3 +425,4 @@ class Plan:
     # "class/<name>" or "zone/<name>". The runtime tells humans when this set changes.
     tripped: tuple[tuple[str, Blocked], ...] = ()
     counts: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (class, health) -> n
+    node_classes: Mapping[str, str | None] = field(default_factory=dict)  # every node -> class

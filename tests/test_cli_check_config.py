@@ -1,0 +1,149 @@
+"""`noderescue check-config FILE` as an operator runs it: a real subprocess, exit codes, output."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.yaml"
+# <linux/prctl.h>, <linux/capability.h>
+PR_CAPBSET_DROP = 24
+CAP_DAC_OVERRIDE = 1
+CAP_DAC_READ_SEARCH = 2
+
+
+def check_config(path: Path, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "noderescue", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        **kwargs,
+    )
+
+
+def test_example_is_ok_with_a_line_per_cluster_and_class() -> None:
+    result = check_config(EXAMPLE)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "ok"
+    assert [line.split(":")[0].strip() for line in lines[1:]] == [
+        "cluster prod-eu1",
+        "cluster prod-we1",
+        "control-plane",
+        "gpu-pets",
+        "workers",
+    ]
+    assert result.stderr == ""
+
+
+THREE_MISTAKES = """\
+clusters:
+  - name: prod
+    provider: aws
+    aws: {region: eu-west-1, autoScalingGroups: [w]}
+safety:
+  maxUnhealthy: 140%
+nodeClasses:
+  - name: workers
+    selector: {matchLabels: {noderescue.io/class: workers}}
+    ladder:
+      - {action: replace, timeout: 5 minutes}
+    drain: {timeout: 5m, onTimeot: proceed}
+"""
+
+
+def test_three_mistakes_exit_2_with_three_messages(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(THREE_MISTAKES)
+    result = check_config(path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "safety.maxUnhealthy (line 6): percentage 140% is over 100%",
+        "nodeClasses[0].ladder[0].timeout (line 11): invalid duration '5 minutes' "
+        "(use a number with a unit, e.g. 90s, 5m, 1h30m, 2h or 1d)",
+        "nodeClasses[0].drain.onTimeot (line 12): unknown key 'onTimeot' (did you mean 'onTimeout'?)",
+        f"3 errors in {path}",
+    ]
+
+
+def assert_one_line_failure(result: subprocess.CompletedProcess[str], path: Path, message: str) -> None:
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [f"{path}: {message}"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        pytest.param(
+            b"a: [1,\n",
+            "invalid YAML at line 2, column 1: while parsing a flow node; expected the node "
+            "content, but found '<stream end>'",
+            id="invalid-yaml",
+        ),
+        pytest.param(b"", "the file is empty (no configuration in it)", id="empty"),
+        pytest.param(
+            b"\xff\xd8\xff\xe0garbage",
+            "not UTF-8 text (undecodable byte at offset 0); is this a configuration file?",
+            id="binary",
+        ),
+    ],
+)
+def test_unusable_file_is_one_line_exit_2(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_bytes(content)
+    assert_one_line_failure(check_config(path), path, message)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "missing.yaml"
+    assert_one_line_failure(check_config(path), path, "no such file")
+
+
+def test_directory(tmp_path: Path) -> None:
+    assert_one_line_failure(check_config(tmp_path), tmp_path, "is a directory, not a configuration file")
+
+
+@pytest.fixture
+def unreadable_file() -> Iterator[Path]:
+    # A world-traversable directory, so that only the file's own mode keeps a reader out.
+    directory = Path(tempfile.mkdtemp(prefix="noderescue-unreadable-"))
+    directory.chmod(0o755)
+    path = directory / "secret.yaml"
+    path.write_bytes(EXAMPLE.read_bytes())
+    path.chmod(0o000)
+    yield path
+    shutil.rmtree(directory)
+
+
+def _drop_file_permission_bypass() -> None:
+    """In the child, before exec: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding
+    set, so that even root is refused by a file's mode (tests run as root here)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
+        if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
+def test_unreadable_file(unreadable_file: Path) -> None:
+    if os.geteuid() != 0:
+        result = check_config(unreadable_file)
+    else:
+        try:
+            result = check_config(unreadable_file, preexec_fn=_drop_file_permission_bypass)
+        except subprocess.SubprocessError as exc:  # no CAP_SETPCAP in this container
+            pytest.skip(f"cannot make the file unreadable for root: {exc}")
+    assert_one_line_failure(result, unreadable_file, "permission denied")
