@@ -66,6 +66,7 @@ def _since(observed: float | None, node: NodeView, now: float) -> float:
 def classify(node: NodeView, rules: CompiledRules, now: float) -> Health:
     reasons: list[str] = []
     pending_until: float | None = None
+    pending: list[str] = []  # what matches but has not lasted long enough yet
     recheck: float | None = None  # when a healthy verdict can turn by itself
 
     watched = rules.watched
@@ -81,8 +82,14 @@ def classify(node: NodeView, rules: CompiledRules, now: float) -> Health:
             if now >= due:
                 detail = f" ({cond.reason})" if cond.reason else ""
                 reasons.append(f"{cond.type}={cond.status}{detail} for {format_duration(int(now - since))}")
-            elif pending_until is None or due < pending_until:
-                pending_until = due
+            else:
+                detail = f" ({cond.reason})" if cond.reason else ""
+                pending.append(
+                    f"{cond.type}={cond.status}{detail} for {format_duration(int(now - since))}"
+                    f" of {format_duration(rule.for_s)}"
+                )
+                if pending_until is None or due < pending_until:
+                    pending_until = due
 
     for lease_rule in rules.lease:
         renewed = node.lease_renew
@@ -106,13 +113,15 @@ def classify(node: NodeView, rules: CompiledRules, now: float) -> Health:
                 due = min(node.created, now) + timeout
                 if now >= due:
                     reasons.append(f"not Ready {format_duration(timeout)} after creation")
-                elif pending_until is None or due < pending_until:
-                    pending_until = due
+                else:
+                    pending.append(f"not Ready yet, startup timeout {format_duration(timeout)}")
+                    if pending_until is None or due < pending_until:
+                        pending_until = due
 
     if reasons:
         return Health(HealthState.UNHEALTHY, tuple(reasons))
     if pending_until is not None:
-        return Health(HealthState.PENDING, until=pending_until)
+        return Health(HealthState.PENDING, tuple(pending), until=pending_until)
     if recheck is not None:
         return Health(HealthState.HEALTHY, until=recheck)
     return Health(HealthState.HEALTHY)

@@ -344,7 +344,7 @@ class HealthState(enum.StrEnum):
 @dataclass(frozen=True, slots=True)
 class Health:
     state: HealthState
-    reasons: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()  # unhealthy: what matched; pending: what matches, not yet long enough
     until: float | None = None  # pending: when the earliest matching rule's `for` elapses
 
     @property

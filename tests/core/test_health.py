@@ -87,7 +87,7 @@ def test_classify(view, state, until):  # type: ignore[no-untyped-def]
     health = classify(view, RULES, NOW)
     assert health.state is state
     assert health.until == until
-    assert bool(health.reasons) is (state is HealthState.UNHEALTHY)
+    assert bool(health.reasons) is (state is not HealthState.HEALTHY)
 
 
 def test_reasons_name_condition_reason_and_duration() -> None:
@@ -103,6 +103,11 @@ def test_reasons_name_condition_reason_and_duration() -> None:
         "KernelDeadlock=True (DockerHung) for 1m30s",
         "NodeLease not renewed for 2m10s",
     )
+
+
+def test_pending_says_what_matches_and_for_how_long() -> None:
+    view = node(ready="False", ready_since=NOW - 60, lease_renew=NOW)
+    assert classify(view, RULES, NOW).reasons == ("Ready=False for 1m of 3m",)
 
 
 def test_pending_until_is_the_earliest_rule() -> None:
