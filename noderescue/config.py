@@ -31,7 +31,6 @@ from noderescue.config_errors import ConfigError, ConfigIssue
 from noderescue.config_messages import issue_from_pydantic
 from noderescue.config_values import (
     describe,
-    format_duration,
     format_time,
     parse_action,
     parse_bind,
@@ -56,6 +55,7 @@ from noderescue.config_values import (
 )
 from noderescue.config_yaml import load_yaml
 from noderescue.core import model as core
+from noderescue.core.durations import format_duration
 from noderescue.core.model import WEEKDAYS, Action, Quantity
 
 __all__ = [

@@ -1,0 +1,374 @@
+"""The watch cache: Nodes and their kube-node-lease Leases, as slim NodeViews, kept current.
+
+Two streams (Nodes; Leases in ``kube-node-lease``), each: paginated list -> watch from the list's
+resourceVersion with bookmarks -> resume from the last seen resourceVersion after a disconnect ->
+relist on 410. Every byte goes through orjson straight into the core's ``NodeView``; no
+generated model is ever built (FACTS: 2 ms per Node with models, 41 µs without).
+
+Freshness (``synced_at``, the stale-view gate's input) is the older of the two streams' last
+confirmations; a stream is confirmed by a successful list page, a watch (re)opened with 200, an
+event or a bookmark. During an outage nothing confirms, so it stops advancing. A quiet stream is
+re-opened by the inactivity watchdog (``inactivity_s``, aiohttp's per-read timeout), which also
+re-confirms it, so freshness of a healthy but quiet cluster lags by at most ``inactivity_s``.
+
+``changed`` is set only on health-relevant changes: a node added or deleted, or its view changed
+(conditions' status/reason/transition, unschedulable, labels, providerID, bootID, the record and
+cordoned-by annotations — heartbeat-only updates produce an equal view), or a Lease renewal that
+makes a stale lease fresh again. A lease turning stale produces no event at all; the planner's
+``next_wakeup`` (computed from ``lease_renew``) covers that crossing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import enum
+import gc
+import random
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import aiohttp
+import orjson
+import structlog
+from kubernetes_asyncio.client import ApiClient
+
+from noderescue.adapters.kube.client import request_timeout_of
+from noderescue.adapters.kube.errors import Expired, Unavailable, error_from_response
+from noderescue.adapters.kube.nodeview import (
+    MalformedObject,
+    lease_renew_from_json,
+    node_view_from_json,
+)
+from noderescue.adapters.kube.transport import JsonObject, list_pages, open_response
+from noderescue.core.model import NodeView
+from noderescue.metrics import METRICS
+
+log = structlog.get_logger(__name__)
+
+NODE_LEASE_NAMESPACE = "kube-node-lease"
+
+
+def release_free_heap() -> None:
+    """Give the list pages' freed memory back to the OS (glibc keeps it otherwise: the parsed
+    pages of a 100,000-node list are hundreds of MiB of small blocks between long-lived views)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to do
+
+
+class Stream(enum.StrEnum):
+    NODES = "nodes"
+    LEASES = "leases"
+
+
+class NodeCache:
+    """List+watch of Nodes and node Leases; ``snapshot()`` gives the merged slim views."""
+
+    def __init__(
+        self,
+        api: ApiClient,
+        *,
+        cluster: str = "",
+        lease_namespace: str = NODE_LEASE_NAMESPACE,
+        lease_stale_after_s: float = 40.0,
+        watch_timeout_s: float = 290.0,
+        inactivity_s: float = 30.0,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        page_size: int = 5000,  # client-go lists 500 at a time; 100,000 nodes want fewer round trips
+        freeze_gc: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._api = api
+        self._cluster = cluster
+        self._paths = {
+            Stream.NODES: "/api/v1/nodes",
+            Stream.LEASES: f"/apis/coordination.k8s.io/v1/namespaces/{lease_namespace}/leases",
+        }
+        self._lease_stale_after_s = lease_stale_after_s
+        self._watch_timeout_s = watch_timeout_s
+        self._inactivity_s = inactivity_s
+        self._backoff_base_s = backoff_base_s
+        self._backoff_max_s = backoff_max_s
+        self._page_size = page_size
+        self._freeze_gc = freeze_gc
+        self._clock = clock
+
+        self._nodes: dict[str, NodeView] = {}
+        self._renew: dict[str, float | None] = {}
+        self._snapshot: tuple[NodeView, ...] | None = ()
+        self._versions: dict[Stream, str | None] = {Stream.NODES: None, Stream.LEASES: None}
+        self._confirmed: dict[Stream, float | None] = {Stream.NODES: None, Stream.LEASES: None}
+        self._listed: set[Stream] = set()
+        self._synced = asyncio.Event()
+        self._gc_frozen = False
+        self.changed = asyncio.Event()  # set on health-relevant changes; the reconciler clears it
+        self.reachable = False
+        self.relists = 0  # counters for tests and logs
+        self.skipped_malformed = 0
+
+    # ---------------------------------------------------------------- what the runtime reads
+
+    @property
+    def synced_at(self) -> float | None:
+        """Last time both streams were confirmed current; None before the first full sync."""
+        nodes, leases = self._confirmed[Stream.NODES], self._confirmed[Stream.LEASES]
+        if nodes is None or leases is None:
+            return None
+        return min(nodes, leases)
+
+    def snapshot(self) -> tuple[NodeView, ...]:
+        if self._snapshot is None:
+            self._snapshot = tuple(self._nodes.values())
+        return self._snapshot
+
+    def get(self, name: str) -> NodeView | None:
+        return self._nodes.get(name)
+
+    async def wait_synced(self, timeout_s: float) -> None:
+        """Return once both streams have been listed; TimeoutError after ``timeout_s`` seconds."""
+        async with asyncio.timeout(timeout_s):
+            await self._synced.wait()
+
+    async def run(self) -> None:
+        """List and watch until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            for stream in Stream:
+                group.create_task(self._run_stream(stream), name=f"node-cache-{stream}")
+
+    # ---------------------------------------------------------------- the stream loop
+
+    async def _run_stream(self, stream: Stream) -> None:
+        failures = 0
+        while True:
+            try:
+                if self._versions[stream] is None:
+                    await self._list(stream)
+                await self._watch(stream)
+                failures = 0
+            except Expired:
+                # Our resourceVersion is gone from the server's window: start over from a list.
+                log.info("watch_expired_relist", cluster=self._cluster, stream=str(stream))
+                self._versions[stream] = None
+                failures = 0
+            except Exception as exc:
+                # Anything else (a transport error, a garbled stream, a bug on a strange object)
+                # costs a backoff and a resume, never the cache: a dead cache freezes the daemon.
+                self.reachable = False
+                failures += 1
+                delay = min(self._backoff_max_s, self._backoff_base_s * 2 ** min(failures - 1, 16))
+                delay *= random.uniform(0.5, 1.0)
+                log.warning(
+                    "watch_failed",
+                    cluster=self._cluster,
+                    stream=str(stream),
+                    error=str(exc) or type(exc).__name__,
+                    retry_in_s=round(delay, 3),
+                )
+                await asyncio.sleep(delay)
+
+    async def _list(self, stream: Stream) -> None:
+        first_seen = self._clock()
+        views: dict[str, NodeView] = {}
+        renews: dict[str, float | None] = {}
+
+        def on_page(items: list[JsonObject]) -> None:
+            self._confirm(stream)
+            if stream is Stream.NODES:
+                for obj in items:
+                    view = self._parse_node(obj, first_seen)
+                    if view is not None:
+                        views[view.name] = view
+            else:
+                for obj in items:
+                    parsed = self._parse_lease(obj)
+                    if parsed is not None:
+                        renews[parsed[0]] = parsed[1]
+            if self._freeze_gc and not self._gc_frozen:
+                # The first sync builds a heap that lives as long as the process: move it out of
+                # the collector's generations page by page, so that collections triggered while
+                # it grows don't rescan it again and again (FACTS: ~3x faster with the GC out).
+                gc.freeze()
+
+        version = await list_pages(self._api, self._paths[stream], on_page, page_size=self._page_size)
+        if not version:
+            raise Unavailable(f"{stream} list without a resourceVersion")
+        if stream is Stream.NODES:
+            self._replace_nodes(views)
+        else:
+            self._replace_leases(renews)
+        self._versions[stream] = version
+        self.relists += 1
+        self._listed.add(stream)
+        if len(self._listed) == len(Stream):
+            self._synced.set()
+            if self._freeze_gc and not self._gc_frozen:
+                gc.freeze()
+                self._gc_frozen = True  # later relists leave the collector alone
+            release_free_heap()
+
+    async def _watch(self, stream: Stream) -> None:
+        version = self._versions[stream]
+        assert version is not None
+        query = {
+            "watch": "true",
+            "resourceVersion": version,
+            "allowWatchBookmarks": "true",
+            # Jittered so that many streams don't reconnect in lockstep.
+            "timeoutSeconds": str(int(self._watch_timeout_s * random.uniform(0.8, 1.0)) or 1),
+        }
+        connect_s = request_timeout_of(self._api)
+        # sock_read is the inactivity watchdog: no byte for that long -> ServerTimeoutError.
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=connect_s, sock_connect=connect_s, sock_read=self._inactivity_s
+        )
+        async with asyncio.timeout(connect_s):
+            resp = await open_response(
+                self._api, "GET", self._paths[stream], query=query, client_timeout=timeout
+            )
+        try:
+            self._confirm(stream)
+            while True:
+                line = await resp.content.readline()
+                if not line:
+                    return  # the server ended the watch (timeoutSeconds): resume from version
+                if line.isspace():
+                    continue
+                self._apply_event(stream, orjson.loads(line))
+        except aiohttp.ServerTimeoutError:
+            # The watchdog: nothing (not even a bookmark) for inactivity_s. Re-open from our
+            # version; if the server is really gone, that attempt fails and backs off.
+            log.info("watch_inactive_reopen", cluster=self._cluster, stream=str(stream))
+        finally:
+            resp.release()
+
+    def _apply_event(self, stream: Stream, event: Any) -> None:
+        if not isinstance(event, dict):
+            raise Unavailable("watch event is not an object")
+        kind = event.get("type")
+        obj = event.get("object")
+        if not isinstance(obj, dict):
+            raise Unavailable("watch event without an object")
+        if kind == "ERROR":
+            code = obj.get("code")
+            raise error_from_response(int(code) if isinstance(code, int) else 500, orjson.dumps(obj))
+        meta = obj.get("metadata")
+        version = meta.get("resourceVersion") if isinstance(meta, dict) else None
+        if kind != "BOOKMARK":
+            if stream is Stream.NODES:
+                self._apply_node_event(kind, obj)
+            else:
+                self._apply_lease_event(kind, obj)
+        if isinstance(version, str) and version:
+            self._versions[stream] = version
+        self._confirm(stream)
+
+    # ---------------------------------------------------------------- store updates
+
+    def _confirm(self, stream: Stream) -> None:
+        now = self._clock()
+        self._confirmed[stream] = now
+        self.reachable = True
+        synced = self.synced_at
+        if self._cluster and synced is not None:
+            METRICS.watch_last_sync.labels(cluster=self._cluster).set(synced)
+
+    def _parse_node(self, obj: JsonObject, now: float) -> NodeView | None:
+        meta = obj.get("metadata") if isinstance(obj, dict) else None
+        name = meta.get("name") if isinstance(meta, dict) else None
+        previous = self._nodes.get(name) if isinstance(name, str) else None
+        try:
+            view = node_view_from_json(
+                obj,
+                first_seen=(previous.first_seen or now) if previous is not None else now,
+                lease_renew=self._renew.get(name) if isinstance(name, str) else None,
+            )
+        except MalformedObject as exc:
+            self.skipped_malformed += 1
+            log.warning("node_skipped_malformed", cluster=self._cluster, error=str(exc))
+            return None
+        if previous is not None and previous.uid != view.uid:
+            # Same name, new object (a replacement joined under a reused name): new first_seen.
+            view = replace(view, first_seen=now)
+        return view
+
+    def _parse_lease(self, obj: JsonObject) -> tuple[str, float | None] | None:
+        try:
+            return lease_renew_from_json(obj)
+        except MalformedObject as exc:
+            self.skipped_malformed += 1
+            log.warning("lease_skipped_malformed", cluster=self._cluster, error=str(exc))
+            return None
+
+    def _replace_nodes(self, views: dict[str, NodeView]) -> None:
+        # The lease stream may have moved on while the node pages were coming in.
+        for name, view in views.items():
+            renew = self._renew.get(name)
+            if view.lease_renew != renew:
+                views[name] = replace(view, lease_renew=renew)
+        old = self._nodes
+        changed = old.keys() != views.keys() or any(old[name] != view for name, view in views.items())
+        self._nodes = views
+        self._snapshot = None
+        if changed:
+            self.changed.set()
+
+    def _replace_leases(self, renews: dict[str, float | None]) -> None:
+        now = self._clock()
+        woke = False
+        for name in self._renew.keys() | renews.keys():
+            old, new = self._renew.get(name), renews.get(name)
+            if old != new and self._set_lease(name, new, old, now):
+                woke = True
+        self._renew = renews
+        if woke:
+            self.changed.set()
+
+    def _apply_node_event(self, kind: object, obj: JsonObject) -> None:
+        if kind == "DELETED":
+            meta = obj.get("metadata")
+            name = meta.get("name") if isinstance(meta, dict) else None
+            if isinstance(name, str) and self._nodes.pop(name, None) is not None:
+                self._snapshot = None
+                self.changed.set()
+            return
+        view = self._parse_node(obj, self._clock())
+        if view is None:
+            return
+        previous = self._nodes.get(view.name)
+        self._nodes[view.name] = view
+        self._snapshot = None
+        if previous != view:
+            self.changed.set()
+
+    def _apply_lease_event(self, kind: object, obj: JsonObject) -> None:
+        parsed = self._parse_lease(obj)
+        if parsed is None:
+            return
+        name, renew = parsed
+        old = self._renew.get(name)
+        if kind == "DELETED":
+            self._renew.pop(name, None)
+            renew = None
+        else:
+            self._renew[name] = renew
+        if old != renew and self._set_lease(name, renew, old, self._clock()):
+            self.changed.set()
+
+    def _set_lease(self, name: str, renew: float | None, old: float | None, now: float) -> bool:
+        """Merge a node's lease renewal into its view; True when its staleness flipped."""
+        view = self._nodes.get(name)
+        if view is None:
+            return False
+        self._nodes[name] = replace(view, lease_renew=renew)
+        self._snapshot = None
+        return self._stale(old, now) != self._stale(renew, now)
+
+    def _stale(self, renew: float | None, now: float) -> bool:
+        return renew is None or now - renew > self._lease_stale_after_s

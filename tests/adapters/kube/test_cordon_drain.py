@@ -1,0 +1,226 @@
+"""Cordon, uncordon and drain against the emulator (its Eviction API honours PDBs)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from noderescue.adapters.kube.client import KubeClient
+from noderescue.adapters.kube.cordon import cordon, uncordon
+from noderescue.adapters.kube.drain import DrainProgress, apply_on_timeout, drain_node
+from noderescue.adapters.kube.transport import MERGE_PATCH, list_all, request_json
+from noderescue.core.model import CORDONED_BY_ANNOTATION, DrainPolicy
+from noderescue.sim.cluster import SimCluster
+from noderescue.sim.faults import Faults
+from tests.adapters.kube.conftest import eventually, new_client
+
+
+@pytest.fixture
+def time_scale() -> float:
+    return 10.0  # replacement pods start within a fraction of a second
+
+
+def add_node(sim: SimCluster, name: str, zone: str = "a") -> None:
+    sim.add_node(name, labels={}, zone=zone, provider_id=f"aws:///eu-west-1{zone}/{name}")
+
+
+async def pods_on(api: KubeClient, node: str) -> list[dict[str, Any]]:
+    items, _ = await list_all(api, "/api/v1/pods", query={"fieldSelector": f"spec.nodeName={node}"})
+    return items
+
+
+def owner_kind(pod: dict[str, Any]) -> str | None:
+    refs = pod["metadata"].get("ownerReferences") or []
+    return refs[0]["kind"] if refs else None
+
+
+def cordon_state(sim: SimCluster, name: str) -> tuple[bool, str | None]:
+    node = sim.get_node(name) or {}
+    annotations = node.get("metadata", {}).get("annotations") or {}
+    return bool(node.get("spec", {}).get("unschedulable")), annotations.get(CORDONED_BY_ANNOTATION)
+
+
+async def test_cordon_and_uncordon_our_own(sim: SimCluster, api: KubeClient) -> None:
+    add_node(sim, "n1")
+    assert await cordon(api, "n1") is True
+    assert cordon_state(sim, "n1") == (True, "noderescue")
+    assert await cordon(api, "n1") is True, "cordoning twice is still ours"
+    assert await uncordon(api, "n1") is True
+    assert cordon_state(sim, "n1") == (False, None)
+
+
+async def test_a_human_cordon_is_never_claimed_nor_undone(sim: SimCluster, api: KubeClient) -> None:
+    add_node(sim, "n1")
+    await request_json(
+        api, "PATCH", "/api/v1/nodes/n1", body={"spec": {"unschedulable": True}}, content_type=MERGE_PATCH
+    )
+    assert await cordon(api, "n1") is False
+    assert await uncordon(api, "n1") is False
+    assert cordon_state(sim, "n1") == (True, None)
+
+
+@pytest.mark.slow
+async def test_drain_leaves_daemonset_and_mirror_pods_and_reschedules_the_workload(
+    sim: SimCluster, api: KubeClient
+) -> None:
+    add_node(sim, "target")
+    sim.add_daemonset("node-agent")
+    sim.add_workload("web", replicas=4, pdb_max_unavailable=1)  # all four land on the only node
+    sim.add_bare_pod("static-etcd", "target", namespace="kube-system", mirror=True)
+    add_node(sim, "spare-1", "b")
+    add_node(sim, "spare-2", "c")
+    assert sum(owner_kind(p) == "ReplicaSet" for p in await pods_on(api, "target")) == 4
+
+    progress: list[DrainProgress] = []
+    assert await cordon(api, "target")
+    outcome = await drain_node(
+        api,
+        "target",
+        DrainPolicy(timeout_s=20),
+        deadline=time.time() + 20,
+        on_progress=progress.append,
+        poll_interval_s=0.1,
+        retry_max_s=0.2,
+    )
+
+    assert outcome.ok and not outcome.timed_out, outcome
+    assert outcome.evicted == 4
+    assert outcome.skipped == 2  # the DaemonSet pod and the mirror pod
+    left = await pods_on(api, "target")
+    assert sorted(p["metadata"]["name"] for p in left if owner_kind(p) != "DaemonSet") == ["static-etcd"]
+    assert sum(owner_kind(p) == "DaemonSet" for p in left) == 1
+    assert progress[0].total == 4 and progress[-1].remaining == 0
+
+    async def web_running_elsewhere() -> bool:
+        pods = [
+            p
+            for p in (await list_all(api, "/api/v1/namespaces/default/pods"))[0]
+            if p["metadata"].get("labels", {}).get("app") == "web"
+        ]
+        return len(pods) == 4 and all(
+            p["spec"].get("nodeName") in ("spare-1", "spare-2") and p["status"].get("phase") == "Running"
+            for p in pods
+        )
+
+    await eventually(web_running_elsewhere, what="the workload running on the other nodes")
+
+
+async def blocked_setup(sim: SimCluster, api: KubeClient) -> None:
+    add_node(sim, "target")
+    sim.add_workload("db", replicas=2, pdb_min_available=2)  # a PDB that never allows an eviction
+    add_node(sim, "spare", "b")
+    assert await cordon(api, "target")
+
+
+@pytest.mark.parametrize(
+    ("on_timeout", "expected", "cordoned_after"),
+    [
+        pytest.param("abort", "abort", (False, None), id="abort-uncordons"),
+        pytest.param("proceed", "proceed", (True, "noderescue"), id="proceed-keeps-cordon"),
+    ],
+)
+async def test_pdb_blocked_drain_times_out_naming_the_pdb(
+    sim: SimCluster, api: KubeClient, on_timeout: Any, expected: str, cordoned_after: tuple[bool, str | None]
+) -> None:
+    await blocked_setup(sim, api)
+    policy = DrainPolicy(timeout_s=1.0, on_timeout=on_timeout)
+    outcome = await drain_node(
+        api, "target", policy, deadline=time.time() + 1.0, poll_interval_s=0.1, retry_max_s=0.2
+    )
+    assert outcome.timed_out and not outcome.ok
+    assert len(outcome.remaining) == 2 and all(r.startswith("default/db-") for r in outcome.remaining)
+    assert outcome.blocking_pdbs == ("default/db-pdb",)
+    assert outcome.evicted == 0
+
+    assert await apply_on_timeout(api, "target", policy, outcome, cordoned_by_us=True) == expected
+    assert cordon_state(sim, "target") == cordoned_after
+    assert len(await pods_on(api, "target")) == 2, "blocked pods stay where they are"
+
+
+async def test_several_pdbs_on_one_pod_are_diagnosed_by_name(sim: SimCluster, api: KubeClient) -> None:
+    add_node(sim, "target")
+    sim.add_workload("api", replicas=1, pdb_max_unavailable=1)
+    sim.add_pdb("api-extra", namespace="default", selector={"app": "api"}, max_unavailable=1)
+    add_node(sim, "spare", "b")
+    outcome = await drain_node(
+        api, "target", DrainPolicy(), deadline=time.time() + 0.8, poll_interval_s=0.1, retry_max_s=0.2
+    )
+    assert outcome.timed_out
+    assert outcome.blocking_pdbs == ("default/api-extra", "default/api-pdb")
+
+
+@pytest.mark.slow  # the evicted pods honour their 30 s (3 s real) grace period
+async def test_bare_pods_and_emptydir_are_refused_unless_allowed(sim: SimCluster, api: KubeClient) -> None:
+    add_node(sim, "target")
+    sim.add_bare_pod("debug-shell", "target")
+    sim.add_workload("cache", replicas=1, empty_dir=True)
+    add_node(sim, "spare", "b")
+
+    refused = await drain_node(api, "target", DrainPolicy(), deadline=time.time() + 5)
+    assert not refused.ok and not refused.timed_out
+    assert len(refused.refused) == 2
+    assert any(r.startswith("default/debug-shell: ") and "bare pod" in r for r in refused.refused)
+    assert any(r.startswith("default/cache-") and "emptyDir" in r for r in refused.refused)
+    assert len(await pods_on(api, "target")) == 2, "a refused drain evicts nothing"
+    proceed = DrainPolicy(on_timeout="proceed")
+    assert await apply_on_timeout(api, "target", proceed, refused, cordoned_by_us=False) == "abort", (
+        "no wait fixes a refusal: it aborts whatever onTimeout says"
+    )
+
+    allowed = await drain_node(
+        api,
+        "target",
+        DrainPolicy(force_bare_pods=True, delete_emptydir_data=True),
+        deadline=time.time() + 10,
+        poll_interval_s=0.1,
+    )
+    assert allowed.ok, allowed
+    assert allowed.evicted == 2
+    assert await pods_on(api, "target") == []
+
+
+async def test_drain_rides_out_api_errors_and_throttling(
+    sim: SimCluster, api: KubeClient, faults: Faults
+) -> None:
+    add_node(sim, "target")
+    sim.add_workload("web", replicas=6)
+    add_node(sim, "spare", "b")
+    assert await cordon(api, "target")
+    faults.retry_after_s = 0
+    faults.set_api_errors(0.3, (429, 500, 503))
+    outcome = await drain_node(
+        api, "target", DrainPolicy(grace_period_s=0), deadline=time.time() + 10, poll_interval_s=0.05
+    )
+    faults.clear()
+    assert outcome.ok, outcome
+    assert outcome.blocking_pdbs == ()
+    assert await pods_on(api, "target") == []
+
+
+async def test_a_human_cordon_racing_ours_wins(
+    sim: SimCluster, api: KubeClient, kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A human cordons between our read and our patch: our patch loses on resourceVersion, we
+    re-read, and leave the node to them."""
+    add_node(sim, "n1")
+    human = await new_client(kubeconfig)
+    patches: list[int] = []
+
+    async def interleaving(api_: Any, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        if method == "PATCH":
+            patches.append(1)
+            if len(patches) == 1:
+                body = {"spec": {"unschedulable": True}}
+                await request_json(human, "PATCH", path, body=body, content_type=MERGE_PATCH)
+        return await request_json(api_, method, path, **kwargs)
+
+    monkeypatch.setattr("noderescue.adapters.kube.cordon.request_json", interleaving)
+    try:
+        assert await cordon(api, "n1") is False
+    finally:
+        await human.close()
+    assert len(patches) == 1
+    assert cordon_state(sim, "n1") == (True, None)
