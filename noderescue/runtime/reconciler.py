@@ -33,6 +33,7 @@ from noderescue.core.model import (
     History,
     NodeView,
     Pause,
+    Phase,
     Plan,
     Policy,
     Record,
@@ -323,7 +324,12 @@ class Reconciler:
 
     def _update_metrics(self, result: Plan, records: Mapping[str, Record], acting: bool) -> None:
         c = self.cluster
-        self._set("nodes", {(c, cls, str(health)): n for (cls, health), n in result.counts.items()})
+        nodes = {(c, cls, str(health)): n for (cls, health), n in result.counts.items()}
+        # Parked nodes as their own health value: the NoderescueNeedsHuman alert reads it.
+        parked = Counter(rec.cls for rec in records.values() if rec.phase is Phase.NEEDS_HUMAN)
+        for cls_name, n in parked.items():
+            nodes[(c, cls_name, "needs-human")] = n
+        self._set("nodes", nodes)
         in_flight = Counter(rec.cls for rec in records.values() if rec.in_flight)
         self._set("in_flight", {(c, cls.name): in_flight.get(cls.name, 0) for cls in self.policy.classes})
         blocked = Counter(

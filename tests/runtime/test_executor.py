@@ -422,11 +422,25 @@ async def test_identity_guard_refusal_parks_the_node_and_touches_no_instance(wor
             await write_record(api, "workers-1", rec, expected_uid=rec.node_uid)
         finally:
             await api.close()
-        async with running(world):
+        async with running(world) as run:
             await eventually(
                 lambda: (r := node_record(world, "workers-1")) is not None and r.phase is Phase.NEEDS_HUMAN,
                 timeout_s=20,
                 what="needs-human",
+            )
+            # The NoderescueNeedsHuman alert reads this series.
+            await eventually(
+                lambda: (
+                    run.sample(
+                        "noderescue_nodes",
+                        cluster=world.scenario.name,
+                        **{"class": "workers"},
+                        health="needs-human",
+                    )
+                    == 1
+                ),
+                timeout_s=10,
+                what="noderescue_nodes{health=needs-human}",
             )
         parked = node_record(world, "workers-1")
         assert parked is not None and "identity guard refused" in parked.reason
