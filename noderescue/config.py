@@ -459,6 +459,9 @@ class DrainSettings(_Settings):
     force_bare_pods: bool = False
     grace_period: WholeSecondsDuration | None = None  # None: each pod's own grace period
     skip: bool = False  # no drain: pods are freed only after the instance is stopped
+    # Stop waiting for a pod this long past its deletionTimestamp (its kubelet is down and will
+    # never confirm); null: wait until the drain timeout.
+    skip_wait_for_delete_timeout: PositiveDuration | None = 60.0
 
     def to_core(self) -> core.DrainPolicy:
         return core.DrainPolicy(
@@ -468,6 +471,7 @@ class DrainSettings(_Settings):
             force_bare_pods=self.force_bare_pods,
             grace_period_s=self.grace_period,
             skip=self.skip,
+            skip_wait_for_delete_s=self.skip_wait_for_delete_timeout,
         )
 
 

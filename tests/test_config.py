@@ -1228,3 +1228,16 @@ def test_billion_laughs_document_is_refused_quickly() -> None:
         lines.append(f"{cur}: &{cur} [" + ", ".join([f"*{prev}"] * 9) + "]")
     errors = errors_of("\n".join(lines))
     assert any(e.path == "clusters" for e in errors)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param("90s", 90.0, id="duration"),
+        pytest.param(None, None, id="null-waits-until-the-drain-timeout"),
+    ],
+)
+def test_drain_skip_wait_for_delete_timeout(value: str | None, expected: float | None) -> None:
+    config = parse_config(dump(doc(cls__drain={"skipWaitForDeleteTimeout": value})))
+    (cls,) = config.policy(config.clusters[0].name).classes
+    assert cls.drain.skip_wait_for_delete_s == expected

@@ -200,6 +200,10 @@ class DrainPolicy:
     force_bare_pods: bool = False  # evict pods no controller will recreate
     grace_period_s: int | None = None
     skip: bool = False  # skip drain: pods are freed only after the instance is stopped
+    # A pod past its deletionTimestamp by this long is on a kubelet that cannot confirm its
+    # deletion (node down): stop waiting for it (kubectl's --skip-wait-for-delete-timeout;
+    # Cluster API uses the same for unreachable nodes). None: wait until the drain timeout.
+    skip_wait_for_delete_s: float | None = 60.0
 
 
 @dataclass(frozen=True, slots=True)

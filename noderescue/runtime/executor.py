@@ -506,8 +506,15 @@ class _Run:
         finally:
             self.ex._draining.discard(self.node)
         if outcome.ok:
+            stuck = (
+                f"; {len(outcome.abandoned)} stuck terminating on an unresponsive kubelet, not waited for"
+                if outcome.abandoned
+                else ""
+            )
             await self.event(
-                rec, "DrainSucceeded", f"evicted {outcome.evicted} pods in {outcome.elapsed_s:.1f}s"
+                rec,
+                "DrainSucceeded",
+                f"evicted {outcome.evicted} pods in {outcome.elapsed_s:.1f}s{stuck}",
             )
             return await self.drained(rec)
         why = _drain_problem(outcome.refused, outcome.remaining, outcome.blocking_pdbs, outcome.errors)

@@ -324,7 +324,9 @@ class Reconciler:
 
     def _update_metrics(self, result: Plan, records: Mapping[str, Record], acting: bool) -> None:
         c = self.cluster
-        nodes = {(c, cls, str(health)): n for (cls, health), n in result.counts.items()}
+        nodes: dict[tuple[str, ...], float] = {
+            (c, cls, str(health)): n for (cls, health), n in result.counts.items()
+        }
         # Parked nodes as their own health value: the NoderescueNeedsHuman alert reads it.
         parked = Counter(rec.cls for rec in records.values() if rec.phase is Phase.NEEDS_HUMAN)
         for cls_name, n in parked.items():

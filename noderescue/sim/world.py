@@ -318,12 +318,15 @@ class World:
             "rules": rules,
             "ladder": ladder,
             # Long enough for the pods' own 30 s grace and a PDB that lets one pod go at a time.
-            # A pet whose kubelet is gone never confirms its pods' deletion: its reboot must go on
-            # after the drain timeout. Cattle keep their PDBs (pdb-blocked shows the diagnosis).
+            # A pet whose kubelet is gone never confirms its pods' deletion: the drain stops
+            # waiting for them 10 s past their deletionTimestamp, and a pet's reboot goes on
+            # after the drain timeout anyway. Cattle keep their PDBs (pdb-blocked shows the
+            # diagnosis).
             "drain": {
                 "timeout": self._real(_DRAIN_S),
                 "onTimeout": "proceed" if group.pet else "abort",
                 "deleteEmptyDirData": True,
+                "skipWaitForDeleteTimeout": self._real(10),
             },
             "maxUnavailable": 1,
         }

@@ -30,6 +30,7 @@ from noderescue.adapters.kube.errors import (
     TooManyRequests,
     Unavailable,
 )
+from noderescue.adapters.kube.nodeview import parse_time
 from noderescue.adapters.kube.transport import JsonObject, list_all, request_json
 from noderescue.core.model import DrainPolicy, Selector, SelectorRequirement
 
@@ -69,6 +70,7 @@ class DrainOutcome:
     refused: tuple[str, ...] = ()  # "ns/pod: why" — nothing was evicted when this is non-empty
     remaining: tuple[str, ...] = ()  # "ns/pod" still on the node at the end
     blocking_pdbs: tuple[str, ...] = ()  # "ns/pdb" that refused evictions of remaining pods
+    abandoned: tuple[str, ...] = ()  # evicted, but stuck terminating on a dead kubelet: not waited for
     errors: tuple[str, ...] = ()  # "ns/pod: message" for evictions that failed for good
     evicted: int = 0
     skipped: int = 0  # DaemonSet, mirror, finished and terminating pods left alone
@@ -154,6 +156,7 @@ class _DrainRun:
     evicted: set[str] = field(default_factory=set)
     blocked_by: dict[str, tuple[str, ...]] = field(default_factory=dict)  # pod -> PDB names
     errors: dict[str, str] = field(default_factory=dict)
+    abandoned: set[str] = field(default_factory=set)  # terminating pods we stopped waiting for
     pdbs: dict[str, tuple[float, list[JsonObject]]] = field(default_factory=dict)  # ns -> (at, items)
 
     async def evict(self, pod: PodRef, semaphore: asyncio.Semaphore) -> None:
@@ -230,6 +233,23 @@ class _DrainRun:
                 names.append(f"{pod.namespace}/{(pdb.get('metadata') or {}).get('name')}")
         return tuple(sorted(names))
 
+    def _abandoned(self, pod: JsonObject) -> bool:
+        """A pod past its deletionTimestamp by skip_wait_for_delete_s: its kubelet is down and
+        will never confirm the deletion, so waiting for it only burns the drain timeout."""
+        limit = self.policy.skip_wait_for_delete_s
+        meta = pod.get("metadata") or {}
+        stamp = meta.get("deletionTimestamp")
+        if limit is None or not isinstance(stamp, str):
+            return False
+        deleted_at = parse_time(stamp)
+        if deleted_at is None or self.clock() - deleted_at < limit:
+            return False
+        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        if key in self.evicting and key not in self.abandoned:
+            self.abandoned.add(key)
+            log.warning("drain_skip_wait_for_delete", node=self.node, pod=key, deletion_timestamp=stamp)
+        return True
+
     async def wait_gone(self, total: int) -> None:
         last: tuple[int, int] | None = None
         interval = self.poll_interval_s
@@ -241,7 +261,9 @@ class _DrainRun:
                 log.warning("drain_poll_failed", node=self.node, error=str(exc))
                 await asyncio.sleep(self.poll_interval_s)
                 continue
-            present = {(p.get("metadata") or {}).get("uid") for p in items}
+            present = {
+                (p.get("metadata") or {}).get("uid") for p in items if not self._abandoned(p)
+            }
             for key, pod in list(self.evicting.items()):
                 if pod.uid not in present:
                     del self.evicting[key]
@@ -339,6 +361,7 @@ async def drain_node(
         timed_out=timed_out,
         remaining=remaining,
         blocking_pdbs=blocking,
+        abandoned=tuple(sorted(run.abandoned)),
         errors=tuple(f"{k}: {m}" for k, m in sorted(run.errors.items()) if k in run.evicting),
         evicted=len(run.evicted),
         skipped=plan.skipped,

@@ -224,3 +224,35 @@ async def test_a_human_cordon_racing_ours_wins(
         await human.close()
     assert len(patches) == 1
     assert cordon_state(sim, "n1") == (True, None)
+
+
+@pytest.mark.parametrize(
+    ("skip_wait_s", "ok"),
+    [
+        pytest.param(0.5, True, id="skip-wait-for-delete-moves-on"),
+        pytest.param(None, False, id="no-skip-waits-until-the-timeout"),
+    ],
+)
+async def test_pods_stuck_terminating_on_a_dead_kubelet(
+    sim: SimCluster, api: KubeClient, skip_wait_s: float | None, ok: bool
+) -> None:
+    # A stopped kubelet never confirms a deletion: evicted pods stay Terminating forever (as in a
+    # real cluster). kubectl drain hangs there; we stop waiting once a pod is past its
+    # deletionTimestamp by skip_wait_for_delete_s.
+    add_node(sim, "target")
+    sim.add_workload("web", replicas=2)
+    add_node(sim, "spare", "b")
+    sim.stop_kubelet("target")
+    assert await cordon(api, "target")
+    policy = DrainPolicy(timeout_s=8.0, grace_period_s=10, skip_wait_for_delete_s=skip_wait_s)
+    outcome = await drain_node(api, "target", policy, deadline=time.time() + 8.0, poll_interval_s=0.1)
+
+    assert outcome.evicted == 2
+    assert outcome.ok is ok and outcome.timed_out is not ok
+    if ok:
+        assert len(outcome.abandoned) == 2 and outcome.remaining == ()
+        assert outcome.elapsed_s < 6.0  # 10 s emulated grace = 1 s real at time scale 10, + 0.5 s
+    else:
+        assert len(outcome.remaining) == 2 and outcome.abandoned == ()
+    # Either way the pod objects are still there: nothing was force-deleted.
+    assert sum(owner_kind(p) == "ReplicaSet" for p in await pods_on(api, "target")) == 2
