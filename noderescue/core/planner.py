@@ -119,7 +119,7 @@ class _Pass:
             or gates.zone(self.tally, entry.node.zone, self.safety)
         )
 
-    def admit(self, entry: _Entry, cls: NodeClass, action: Action) -> None:
+    def admit(self, action: Action) -> None:
         """Count an admitted start so later candidates in this pass see it."""
         if action in CLOUD_ACTIONS:
             self.tally.started[action] = self.tally.started.get(action, 0) + 1
@@ -175,24 +175,34 @@ def _tally_missing(p: _Pass, missing: list[Record]) -> None:
             tally.unavailable.setdefault(rec.cls, set()).add(rec.node)
 
 
+def _finish(p: _Pass, entry: _Entry, rec: Record, result: FinishResult, reason: str) -> None:
+    p.decide(
+        Decision(
+            DecisionKind.FINISH,
+            entry.node.name,
+            rec.cls,
+            step=rec.step,
+            action=rec.action,
+            result=result,
+            record=rec,
+            reason=reason,
+        ),
+        entry,
+    )
+
+
 def _decide_recorded(p: _Pass, entry: _Entry, rec: Record) -> None:
     """A node that has a remediation record (in flight or parked)."""
     node = entry.node
     cls = p.classes.get(rec.cls)
     healthy = entry.health.state is HealthState.HEALTHY
     if rec.node_uid != node.uid:
-        p.decide(
-            Decision(
-                DecisionKind.FINISH,
-                node.name,
-                rec.cls,
-                step=rec.step,
-                action=rec.action,
-                result="failed",
-                record=rec,
-                reason="node object was recreated (UID changed); the old record no longer applies",
-            ),
+        _finish(
+            p,
             entry,
+            rec,
+            "failed",
+            "node object was recreated (UID changed); the old record no longer applies",
         )
         return
     if cls is None or entry.cls is None or node.excluded:
@@ -203,35 +213,11 @@ def _decide_recorded(p: _Pass, entry: _Entry, rec: Record) -> None:
             if node.excluded
             else "no class selects the node any more"
         )
-        p.decide(
-            Decision(
-                DecisionKind.FINISH,
-                node.name,
-                rec.cls,
-                step=rec.step,
-                action=rec.action,
-                result="failed",
-                record=rec,
-                reason=f"stopped: {why}",
-            ),
-            entry,
-        )
+        _finish(p, entry, rec, "failed", f"stopped: {why}")
         return
     if rec.phase is Phase.NEEDS_HUMAN:
         if healthy:
-            p.decide(
-                Decision(
-                    DecisionKind.FINISH,
-                    node.name,
-                    rec.cls,
-                    step=rec.step,
-                    action=rec.action,
-                    result="recovered",
-                    record=rec,
-                    reason="healthy again",
-                ),
-                entry,
-            )
+            _finish(p, entry, rec, "recovered", "healthy again")
         else:
             p.report(entry, None, note=f"parked, needs a human: {rec.reason}")
         return
@@ -241,19 +227,7 @@ def _decide_recorded(p: _Pass, entry: _Entry, rec: Record) -> None:
 
     finished = _finished(entry, rec)
     if finished is not None:
-        p.decide(
-            Decision(
-                DecisionKind.FINISH,
-                node.name,
-                rec.cls,
-                step=rec.step,
-                action=rec.action,
-                result=finished,
-                record=rec,
-                reason="healthy again",
-            ),
-            entry,
-        )
+        _finish(p, entry, rec, finished, "healthy again")
         return
 
     timed_out = rec.deadline is not None and p.now >= rec.deadline
@@ -320,7 +294,7 @@ def _escalate(p: _Pass, entry: _Entry, cls: NodeClass, rec: Record, why: str) ->
     if blocked is not None:
         p.skip(entry, blocked, rec)
         return
-    p.admit(entry, cls, step.action)
+    p.admit(step.action)
     p.decide(
         Decision(
             DecisionKind.ESCALATE,
@@ -384,7 +358,7 @@ def _decide_new(p: _Pass, entry: _Entry, cls: NodeClass) -> None:
     if blocked is not None:
         p.skip(entry, blocked)
         return
-    p.admit(entry, cls, first.action)
+    p.admit(first.action)
     p.tally.in_flight += 1
     p.tally.unavailable.setdefault(cls.name, set()).add(node.name)
     p.decide(
