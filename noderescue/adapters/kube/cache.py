@@ -6,8 +6,9 @@ relist on 410. Every byte goes through orjson straight into the core's ``NodeVie
 generated model is ever built (FACTS: 2 ms per Node with models, 41 µs without).
 
 Freshness (``synced_at``, the stale-view gate's input) is the older of the two streams' last
-confirmations; a stream is confirmed by a successful list page, a watch (re)opened with 200, an
-event or a bookmark. During an outage nothing confirms, so it stops advancing. A quiet stream is
+confirmations; a stream is confirmed by a completed list, a watch (re)opened with 200, an
+event or a bookmark (a watch that fails before its first event or bookmark takes its opening's
+confirmation back). During an outage nothing confirms, so it stops advancing. A quiet stream is
 re-opened by the inactivity watchdog (``inactivity_s``, aiohttp's per-read timeout), which also
 re-confirms it, so freshness of a healthy but quiet cluster lags by at most ``inactivity_s``.
 
@@ -179,7 +180,8 @@ class NodeCache:
         renews: dict[str, float | None] = {}
 
         def on_page(items: list[JsonObject]) -> None:
-            self._confirm(stream)
+            # No confirmation per page: until the last page is in, the old view is still the one
+            # in use, and a relist whose later pages keep failing must not make it look fresh.
             if stream is Stream.NODES:
                 for obj in items:
                     view = self._parse_node(obj, first_seen)
@@ -204,6 +206,7 @@ class NodeCache:
         else:
             self._replace_leases(renews)
         self._versions[stream] = version
+        self._confirm(stream)
         self.relists += 1
         self._listed.add(stream)
         if len(self._listed) == len(Stream):
@@ -232,6 +235,8 @@ class NodeCache:
             resp = await open_response(
                 self._api, "GET", self._paths[stream], query=query, client_timeout=timeout
             )
+        confirmed_before = self._confirmed[stream]
+        delivered = False
         try:
             self._confirm(stream)
             while True:
@@ -241,10 +246,20 @@ class NodeCache:
                 if line.isspace():
                     continue
                 self._apply_event(stream, orjson.loads(line))
+                delivered = True
         except aiohttp.ServerTimeoutError:
             # The watchdog: nothing (not even a bookmark) for inactivity_s. Re-open from our
             # version; if the server is really gone, that attempt fails and backs off.
             log.info("watch_inactive_reopen", cluster=self._cluster, stream=str(stream))
+        except Exception:
+            if not delivered:
+                # A stream that failed before its first event or bookmark (an ERROR event right
+                # after the 200, a dropped connection) proved nothing about the present: take
+                # back the confirmation of its opening, or a server that accepts watches and
+                # fails them at once would keep the view "fresh" through the stale-view gate.
+                self._confirmed[stream] = confirmed_before
+                self._export_freshness()
+            raise
         finally:
             resp.release()
 
@@ -275,6 +290,9 @@ class NodeCache:
         now = self._clock()
         self._confirmed[stream] = now
         self.reachable = True
+        self._export_freshness()
+
+    def _export_freshness(self) -> None:
         synced = self.synced_at
         if self._cluster and synced is not None:
             METRICS.watch_last_sync.labels(cluster=self._cluster).set(synced)

@@ -156,11 +156,16 @@ class LeaderElector:
                 await request_json(self._api, "POST", self._collection, body=body, timeout_s=timeout)
                 self._renewed_at = sent_at
                 return True
+            # When we *saw* the record, not when we asked: the GET may have been on its way
+            # for seconds and show a renewal sent long after ``sent_at``. Counting the other
+            # holder's lease from our request's send time could end it before the holder's
+            # own fence (its renewal's send time + renew deadline) does: two leaders.
+            observed_at = self._clock()
             spec = lease.get("spec") or {}
             holder = spec.get("holderIdentity")
             record = (holder, spec.get("renewTime"), spec.get("acquireTime"), spec.get("leaseTransitions"))
             if record != self._observed:
-                self._observed, self._observed_at = record, sent_at
+                self._observed, self._observed_at = record, observed_at
             held_by_other = bool(holder) and holder != self.identity
             if held_by_other and self._leader:
                 log.warning("leader_lost", lease=self._name, identity=self.identity, holder=holder)

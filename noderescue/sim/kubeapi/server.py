@@ -467,6 +467,11 @@ class KubeApiServer:
                     "You can start a new list without the continue parameter.",
                 )
             selected = [item for item in selected if item[0] > start]
+            # Every page of a list is "as of" its first page (as the real server's snapshot
+            # reads): a client watches from that version and so replays changes made to
+            # objects on pages it already received. Reporting the current version instead
+            # would make it skip them forever.
+            list_rv = token_rv
         limit = int(query.get("limit") or 0)
         next_token = ""
         remaining = 0
