@@ -419,7 +419,8 @@ class StepSettings(_Settings):
     @classmethod
     def _command_only_on_repair(cls, value: str | None, info: ValidationInfo) -> str | None:
         action = info.data.get("action")
-        if action is Action.REPAIR and value is None:
+        # Whitespace only: the cloud would "succeed" at running nothing.
+        if action is Action.REPAIR and (value is None or not value.strip()):
             raise value_error(
                 "step", 'repair needs a command to run on the node (e.g. "systemctl restart kubelet")'
             )

@@ -95,8 +95,10 @@ def classify(node: NodeView, rules: CompiledRules, now: float) -> Health:
         renewed = node.lease_renew
         if renewed is None:  # no Lease seen: count from when we first saw the node
             renewed = node.first_seen if node.first_seen is not None else node.created
-        if renewed is None or renewed > now:
+        if renewed is None:
             continue
+        # A renewTime in our future (the node's clock runs ahead) is fresh until renewTime +
+        # staleFor like any other: skipping it would also drop the wake-up at that moment.
         stale_at = renewed + lease_rule.stale_for_s
         if now >= stale_at:
             reasons.append(f"NodeLease not renewed for {format_duration(int(now - renewed))}")

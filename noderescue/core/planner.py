@@ -421,11 +421,14 @@ def plan(
     missing = [rec for name, rec in sorted(records.items()) if name not in present]
     _tally_missing(p, missing)
 
-    # Stage 2: nodes with records hold budget already; decide them first.
+    # Stage 2: nodes with records hold budget already; decide them first, in name order:
+    # escalations compete for rate-limit room, and which node gets the last slot must not
+    # depend on the order the watch cache lists nodes in (same inputs, same plan).
     candidates: list[_Entry] = []
+    recorded: list[_Entry] = []
     for entry in entries:
         if entry.record is not None:
-            _decide_recorded(p, entry, entry.record)
+            recorded.append(entry)
         elif entry.cls is None:
             p.report(entry, None, note="unmatched: no class selects this node; never acted on")
         elif entry.health.unhealthy:
@@ -435,6 +438,9 @@ def plan(
             if entry.health.state is HealthState.PENDING or entry.node.excluded:
                 p.report(entry, None, note="excluded" if entry.node.excluded else "pending")
             # Plain healthy nodes get no report of their own (Plan.node_classes lists them).
+    for entry in sorted(recorded, key=lambda e: e.node.name):
+        assert entry.record is not None
+        _decide_recorded(p, entry, entry.record)
     for rec in missing:
         # The Node object is gone (replaced or deleted): the runtime verifies the replacement.
         if rec.in_flight and p.stale is None and rec.deadline is not None and now >= rec.deadline:

@@ -59,7 +59,7 @@ RULES = CompiledRules.of(node_class(rules=(READY_RULE, KERNEL_RULE, LeaseRule(2 
         pytest.param(
             node(lease_renew=NOW + 30),
             HealthState.HEALTHY,
-            None,
+            NOW + 30 + 120,  # still fresh, and re-checked when it turns stale
             id="lease-from-the-future-is-not-stale",
         ),
         pytest.param(

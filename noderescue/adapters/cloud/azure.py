@@ -13,13 +13,14 @@ honouring ``Retry-After``.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict, TypeVar, cast
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import structlog
@@ -166,19 +167,28 @@ _POWER_STATES = {
 }
 
 
+def parse_retry_after(value: str | None, unit_s: float = 1.0) -> float | None:
+    """A Retry-After header as a delay in seconds, or ``None`` (use our own backoff) when it is
+    absent, an HTTP date (rare from ARM), or not a positive finite number: a ``0`` or ``-1``
+    followed literally would poll in a tight loop, a ``nan`` would sleep forever."""
+    if not value:
+        return None
+    try:
+        delay = float(value) * unit_s
+    except ValueError:
+        return None
+    return delay if math.isfinite(delay) and delay > 0 else None
+
+
 def _retry_after_s(error: HttpResponseError) -> float | None:
     response = error.response
     if response is None:
         return None
     headers: Mapping[str, str] = getattr(response, "headers", {})
     millis = headers.get("x-ms-retry-after-ms") or headers.get("retry-after-ms")
-    try:
-        if millis:
-            return float(millis) / 1000
-        seconds = headers.get("Retry-After")
-        return float(seconds) if seconds else None
-    except ValueError:
-        return None  # an HTTP date: rare from ARM; fall back to our backoff
+    if millis:
+        return parse_retry_after(millis, unit_s=0.001)
+    return parse_retry_after(headers.get("Retry-After"))
 
 
 def classify_azure_error(exc: Exception) -> Failure:
@@ -219,6 +229,7 @@ class AzureProvider:
         arm_endpoint: str | None = None,
         ca_bundle: str | Path | None = None,
         replace_mode: ReplaceMode = "reimage",
+        dry_run: bool = False,
         credential_scope: str | None = None,
         max_concurrency: int = 4,
         retry: RetryPolicy | None = None,
@@ -230,6 +241,10 @@ class AzureProvider:
         # ARM names are case-insensitive; keep the configured spelling for ids and logs.
         self._scale_sets = {name.lower(): name for name in allowed_scale_sets}
         self._replace_mode: ReplaceMode = replace_mode
+        # DryRunProvider intercepts repair/reboot/replace, but following an operation started
+        # before dry-run was switched on passes through to operation_status, which finishes a
+        # replace-by-delete with a capacity update: in dry-run that update is only reported.
+        self._dry_run = dry_run
         self._concurrency = asyncio.Semaphore(max_concurrency)
         self._retry = retry or RetryPolicy()
         self._metrics = metrics
@@ -326,6 +341,10 @@ class AzureProvider:
                 )
             output = _run_command_output(cast(RunCommandResultJson, result.body))
         if token.restore_capacity is not None:
+            # No URL: the delete's response was lost, and the VM's absence says it is done.
+            lost = not token.async_url and not token.location
+            if lost and not await self._vm_gone(self._allowed_ref_for_op(op)):
+                return OperationStatus(OperationState.PENDING, detail="deleting")
             return await self._restore_capacity(op, token.restore_capacity)
         return OperationStatus(OperationState.SUCCEEDED, detail="Succeeded", output=output)
 
@@ -369,16 +388,25 @@ class AzureProvider:
             )
         else:
             capacity = await self._capacity(ref.resource_group, ref.scale_set)
-            started = await self._start(
-                "vmss.delete_instances",
-                lambda **kw: self._client.virtual_machine_scale_sets.begin_delete_instances(
-                    # Positional: the keyword is spelled vm_instance_i_ds (FACTS.md).
-                    ref.resource_group,
-                    ref.scale_set,
-                    {"instanceIds": [ref.instance_id]},
-                    **kw,
-                ),
-            )
+            try:
+                started = await self._start(
+                    "vmss.delete_instances",
+                    lambda **kw: self._client.virtual_machine_scale_sets.begin_delete_instances(
+                        # Positional: the keyword is spelled vm_instance_i_ds (FACTS.md).
+                        ref.resource_group,
+                        ref.scale_set,
+                        {"instanceIds": [ref.instance_id]},
+                        **kw,
+                    ),
+                )
+            except CloudError as e:
+                # A retry after a lost response is refused: the instance is gone already. The
+                # delete we asked for happened; say so and still restore the capacity (no URL
+                # to poll: operation_status waits for the VM to be gone instead).
+                if not await self._vm_gone(ref):
+                    raise
+                log.warning("azure_replace_response_lost", instance=instance.id, error=str(e))
+                started = _OperationToken()
             # Deleting an instance lowers the capacity; operation_status sets it back once the
             # delete is done (a concurrent scale-set update would conflict with the delete).
             token = _OperationToken(started.async_url, started.location, restore_capacity=capacity)
@@ -442,9 +470,35 @@ class AzureProvider:
                     headers[name] = value
 
         await self._call(operation, lambda: begin(polling=False, raw_response_hook=keep_headers))
-        for url in headers.values():
-            self._check_origin(url)
-        return _OperationToken(headers.get("Azure-AsyncOperation", ""), headers.get("Location", ""))
+        # The call was made: refusing its operation URLs now would report a done action as
+        # failed (and invite a repeat). ARM paths do not depend on the host, so a URL on another
+        # spelling of the endpoint is followed on the configured one.
+        return _OperationToken(
+            self._on_endpoint(headers.get("Azure-AsyncOperation", "")),
+            self._on_endpoint(headers.get("Location", "")),
+        )
+
+    def _on_endpoint(self, url: str) -> str:
+        if not url:
+            return url
+        want, got = urlsplit(self._endpoint), urlsplit(url)
+        if (got.scheme, got.netloc.lower()) == (want.scheme, want.netloc.lower()):
+            return url
+        log.warning("azure_operation_url_rehomed", url=url, endpoint=self._endpoint)
+        return urlunsplit((want.scheme, want.netloc, got.path, got.query, ""))
+
+    async def _vm_gone(self, ref: AzureVmssVmRef) -> bool:
+        """The scale-set VM no longer exists (``False`` while it is still deleting)."""
+        try:
+            await self._call(
+                "vmss_vm.get",
+                lambda: self._client.virtual_machine_scale_set_vms.get(
+                    ref.resource_group, ref.scale_set, ref.instance_id, cls=_raw_json
+                ),
+            )
+        except InstanceNotFound:
+            return True
+        return False
 
     async def _capacity(self, resource_group: str, scale_set: str) -> int:
         raw = await self._call(
@@ -458,6 +512,18 @@ class AzureProvider:
         current = await self._capacity(ref.resource_group, ref.scale_set)
         if current >= capacity:
             return OperationStatus(OperationState.SUCCEEDED, detail=f"deleted; capacity {current}")
+        if self._dry_run:
+            log.warning(
+                "azure_capacity_restore_skipped",
+                group=ref.scale_set,
+                capacity=capacity,
+                was=current,
+                dry_run=True,
+            )
+            return OperationStatus(
+                OperationState.SUCCEEDED,
+                detail=f"deleted; dry run: capacity not restored ({current}, was {capacity})",
+            )
         # Setting (not adding to) the capacity is idempotent: a repeated status call, or one
         # from a restarted daemon, cannot scale out twice.
         await self._start(
@@ -495,11 +561,7 @@ class AzureProvider:
             await response.read()
             if response.status_code >= 300:
                 raise HttpResponseError(response=response)
-            retry_after = response.headers.get("Retry-After")
-            try:
-                retry_after_s = float(retry_after) if retry_after else None
-            except ValueError:
-                retry_after_s = None
+            retry_after_s = parse_retry_after(response.headers.get("Retry-After"))
             if response.status_code == 202:
                 return _Polled(None, retry_after_s)
             return _Polled(response.json() if response.content else {}, retry_after_s)

@@ -70,6 +70,7 @@ async def build_provider(
             arm_endpoint=str(azure.arm_endpoint) if azure.arm_endpoint is not None else None,
             ca_bundle=azure.ca_bundle,
             replace_mode=azure.replace_mode,
+            dry_run=dry_run,
             retry=retry,
             metrics=metrics,
         )

@@ -9,14 +9,17 @@ from noderescue.adapters.cloud.base import UnsupportedProviderId
 
 # cloud-provider-aws writes aws:///<availability-zone>/<instance-id>; some old clusters leave the
 # zone empty (aws:////<instance-id>).
-_AWS_RE = re.compile(r"^aws:///(?P<zone>[a-z0-9-]*)/(?P<instance>i-[0-9a-f]{8,17})$")
+_AWS_RE = re.compile(r"aws:///(?P<zone>[a-z0-9-]*)/(?P<instance>i-[0-9a-f]{8,17})")
 
 # cloud-provider-azure writes the VM's ARM id behind azure://; resource-group segment and the
 # fixed keywords vary in case between clusters (AKS lower-cases the resource group).
+# Matched with fullmatch (``$`` would also accept a trailing newline). The instance id is ASCII
+# digits: ``\d`` takes any Unicode digit, which int() (and a lenient server) reads as the ASCII
+# one, a second spelling of the same VM. No whitespace in any segment.
 _AZURE_VMSS_RE = re.compile(
-    r"^azure:///subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)"
-    r"/providers/Microsoft\.Compute/virtualMachineScaleSets/(?P<ss>[^/]+)"
-    r"/virtualMachines/(?P<instance>\d+)$",
+    r"azure:///subscriptions/(?P<sub>[^/\s]+)/resourceGroups/(?P<rg>[^/\s]+)"
+    r"/providers/Microsoft\.Compute/virtualMachineScaleSets/(?P<ss>[^/\s]+)"
+    r"/virtualMachines/(?P<instance>[0-9]+)",
     re.IGNORECASE,
 )
 
@@ -41,7 +44,7 @@ class AzureVmssVmRef:
 
 
 def parse_aws_provider_id(provider_id: str) -> AwsInstanceRef:
-    match = _AWS_RE.match(provider_id)
+    match = _AWS_RE.fullmatch(provider_id)
     if match is None:
         raise UnsupportedProviderId(
             f"not an AWS providerID (want aws:///<zone>/<instance-id>): {provider_id!r}"
@@ -50,7 +53,7 @@ def parse_aws_provider_id(provider_id: str) -> AwsInstanceRef:
 
 
 def parse_azure_provider_id(provider_id: str) -> AzureVmssVmRef:
-    match = _AZURE_VMSS_RE.match(provider_id)
+    match = _AZURE_VMSS_RE.fullmatch(provider_id)
     if match is None:
         raise UnsupportedProviderId(
             "not an Azure scale-set VM providerID (want azure:///subscriptions/<sub>/resourceGroups/"

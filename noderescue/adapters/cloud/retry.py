@@ -9,6 +9,7 @@ throttled cloud gets one coherent backoff instead of two multiplied ones.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -58,8 +59,10 @@ def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
         exc = outcome.exception() if outcome is not None else None
         if isinstance(exc, _RetryableFailure) and isinstance(exc.failure.error, Throttled):
             retry_after = exc.failure.error.retry_after_s
-            if retry_after is not None:
-                # The server said when; the deadline (stop_before_delay) still bounds it.
+            # The server said when; the deadline (stop_before_delay) still bounds it. Zero,
+            # negative or NaN would make a tight loop of requests (or a sleep that never ends):
+            # those fall back to our own backoff.
+            if retry_after is not None and math.isfinite(retry_after) and retry_after > 0:
                 return retry_after
         return float(jittered(state))
 
