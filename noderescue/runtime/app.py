@@ -178,8 +178,12 @@ async def _run_cluster(
     if once:
         # One pass, but never wait forever for an unreachable cluster.
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(options.leader.lease_duration_s + 30):
+            async with asyncio.timeout(options.leader.lease_duration_s + options.executor.stop_grace_s):
                 await runtime.run(stop, once=True)
+        if runtime.reconciler.passes == 0 and not stop.is_set():
+            # `run --once` from cron must not exit 0 when the pass it promises never happened.
+            daemon.failed[name] = "no pass made: the cluster's view could not be synced in time"
+            log.error("cluster_once_no_pass", cluster=name, error=daemon.failed[name])
         return
     try:
         await runtime.run(stop)

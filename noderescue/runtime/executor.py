@@ -32,6 +32,7 @@ from noderescue.adapters.cloud import (
     CloudError,
     IdentityMismatch,
     Instance,
+    InstanceNotFound,
     InstanceState,
     NotAllowed,
     Operation,
@@ -111,12 +112,19 @@ class NoElection:
         return True
 
 
-# Returns why acting is not safe right now (paused, stale view), or None.
-SafetyCheck = Callable[[], Awaitable[str | None]]
+class SafetyCheck(Protocol):
+    """Why acting is not safe right now (paused, stale view), or None. ``allow_paused``: the step
+    only tells humans (a needs-human record), which a pause does not stop (DESIGN §4 gate 2)."""
+
+    def __call__(self, *, allow_paused: bool = False) -> Awaitable[str | None]: ...
 
 
 class Halt(Exception):
     """Stop at this safe point and leave the record for later (lease lost, paused, shutting down)."""
+
+
+class GateHalt(Halt):
+    """Halted by the lease or a gate (pause, stale view): nothing changes by retrying at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +133,9 @@ class ExecutorTimings:
     retry_initial_s: float = 1.0  # after a transient error (API 5xx, cloud throttling past retries)
     retry_max_s: float = 30.0
     stop_grace_s: float = 30.0  # SIGTERM: how long the running steps get to reach a safe point
+    # A worker halted by a gate is not restarted for this long: the planner keeps continuing
+    # in-flight records while paused, and each worker's end wakes the loop (a busy loop otherwise).
+    halted_retry_s: float = 5.0
 
 
 class Executor:
@@ -169,7 +180,12 @@ class Executor:
         self.history: list[HistoryEvent] = []
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._draining: set[str] = set()  # nodes whose worker is inside a drain
+        self._halted: dict[str, float] = {}  # node -> when a halted or failed worker may retry
+        # Node UID -> the node it replaced: one new node restores the capacity of one replace, so
+        # two replaces in flight in a class must not both be verified by the first that joins.
+        self.replacements: dict[str, str] = {}
         self._stopping = False
+        self._stop_requested = asyncio.Event()  # wakes workers waiting to retry at SIGTERM
 
     # ------------------------------------------------------------------ the reconciler's side
 
@@ -186,6 +202,11 @@ class Executor:
             return False
         if not _needs_worker(decision):
             return False
+        retry_at = self._halted.get(decision.node)
+        if retry_at is not None:
+            if self.clock() < retry_at:
+                return False
+            del self._halted[decision.node]
         task = asyncio.get_running_loop().create_task(
             self._work(decision, history), name=f"remediate {self.cluster}/{decision.node}"
         )
@@ -202,6 +223,17 @@ class Executor:
         if self.on_worker_done is not None:
             self.on_worker_done()
 
+    def retry_at(self) -> float | None:
+        """When the earliest halted or failed node may get a worker again (the loop wakes then)."""
+        return min(self._halted.values(), default=None)
+
+    def forget_expired_halts(self) -> None:
+        """At the start of a pass: a backoff that is over is no longer news. A node the plan no
+        longer submits (gone, healthy, skipped) must not keep a wake-up in the past (busy loop)."""
+        now = self.clock()
+        for node in [node for node, at in self._halted.items() if at <= now]:
+            del self._halted[node]
+
     async def wait_idle(self, timeout_s: float) -> bool:
         """Wait until no worker runs (``--once``); False on timeout."""
         with contextlib.suppress(TimeoutError):
@@ -215,6 +247,7 @@ class Executor:
         """Stop starting steps; give running steps ``grace_s`` to reach their safe point, then
         cancel them (their records say where they stood)."""
         self._stopping = True
+        self._stop_requested.set()
         draining = [task for node, task in self._workers.items() if node in self._draining]
         for task in draining:
             task.cancel()
@@ -244,6 +277,10 @@ class Executor:
             run = _Run(self, decision)
             try:
                 await run.run(history)
+            except GateHalt as exc:
+                if not self._stopping:
+                    self._halted[decision.node] = self.clock() + self.timings.halted_retry_s
+                log.info("remediation_halted", reason=str(exc), step="halt")
             except Halt as exc:
                 log.info("remediation_halted", reason=str(exc), step="halt")
             except (StaleRecord, NodeIdentityChanged) as exc:
@@ -252,6 +289,9 @@ class Executor:
                 log.info("remediation_cancelled", step="cancel")
                 raise
             except Exception:
+                # A bug or an answer we did not expect fails the same way again at once: back off
+                # like a halted worker instead of restarting it on every pass.
+                self._halted[decision.node] = self.clock() + self.timings.halted_retry_s
                 log.exception("remediation_worker_failed", step="error")
 
 
@@ -286,23 +326,23 @@ class _Run:
         if self.ex._stopping:
             raise Halt(f"shutting down during {step}")
 
-    async def guard(self, step: str) -> None:
+    async def guard(self, step: str, *, allow_paused: bool = False) -> None:
         """Fencing and the gates that can change: right before every mutating step."""
         self.check_stopping(step)
         if not self.ex.fence.holds_lease():
-            raise Halt(f"leader lease not held before {step}")
+            raise GateHalt(f"leader lease not held before {step}")
         if self.ex.recheck is not None:
-            reason = await self.ex.recheck()
+            reason = await self.ex.recheck(allow_paused=allow_paused)
             if reason is not None:
-                raise Halt(f"{reason} (before {step})")
+                raise GateHalt(f"{reason} (before {step})")
 
     def within_deadline(self, rec: Record, step: str) -> None:
         """No new cordon, drain or cloud call after the step timed out: the planner escalates."""
         if rec.deadline is not None and self.ex.clock() >= rec.deadline:
             raise Halt(f"step deadline passed before {step}")
 
-    async def write(self, rec: Record, step: str) -> Record:
-        await self.guard(step)
+    async def write(self, rec: Record, step: str, *, allow_paused: bool = False) -> Record:
+        await self.guard(step, allow_paused=allow_paused)
         try:
             await self.ex.kube.write_record(self.node, rec, expected_uid=rec.node_uid)
         except NotFound:
@@ -428,6 +468,17 @@ class _Run:
             except RequestRejected as exc:
                 await self.fail(self.rec or rec, f"the cloud refused the request: {exc}")
                 return
+            except InstanceNotFound as exc:
+                # Gone already (a terminate whose operation id was not recorded, a spot reclaim,
+                # a human): retrying cannot help. A replace has nothing left to terminate and goes
+                # on to verify its replacement; a repair or reboot failed (the planner escalates).
+                current = self.rec or rec
+                if current.action is not Action.REPLACE:
+                    await self.fail(current, f"the instance no longer exists: {exc}")
+                    return
+                log.warning("instance_already_gone", step="act", reason=str(exc))
+                await self.write(replace(current, phase=Phase.VERIFYING), "verify")
+                continue
             except (KubeError, CloudError, TimeoutError) as exc:
                 current = self.rec or rec
                 remaining = (current.deadline - self.ex.clock()) if current.deadline else delay
@@ -439,7 +490,11 @@ class _Run:
                 )
                 if remaining <= 0:
                     return
-                await asyncio.sleep(min(delay, remaining))
+                # A worker waiting to retry is at a safe point: SIGTERM must not wait it out.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(delay, remaining)):
+                        await self.ex._stop_requested.wait()
+                self.check_stopping("retry")
                 delay = min(delay * 2, self.ex.timings.retry_max_s)
 
     async def drive(self, rec: Record) -> None:
@@ -572,7 +627,14 @@ class _Run:
             )
             log.info("cloud_action_requested", step="act", instance=instance_id, operation=op.id)
         else:
-            op = Operation.from_str(rec.operation_id)
+            try:
+                op = Operation.from_str(rec.operation_id)
+            except ValueError as exc:
+                # The call was made (its id is recorded) but cannot be followed: never repeat it.
+                await self.park(
+                    rec, f"the recorded {rec.action} operation cannot be read ({exc}); not repeating it"
+                )
+                return None
             log.info("cloud_operation_resumed", step="act", operation=op.id)
         state = await self.wait_operation(op, rec)
         if state is None:
@@ -643,10 +705,17 @@ class _Run:
         )
 
     def replacement(self, rec: Record, cls: NodeClass, rules: CompiledRules) -> NodeView | None:
-        """A node of the class, created after the step started, Ready and healthy."""
+        """A node of the class, created after the step started, Ready and healthy, and not the
+        replacement of another node already."""
         now = self.ex.clock()
-        for node in self.ex.nodes.snapshot():
+        nodes = self.ex.nodes.snapshot()
+        claimed = self.ex.replacements
+        for uid in claimed.keys() - {node.uid for node in nodes}:
+            del claimed[uid]  # gone again: no longer anyone's replacement
+        for node in nodes:
             if node.uid == rec.node_uid or not node.ready:
+                continue
+            if claimed.get(node.uid, self.node) != self.node:
                 continue
             if classify(node, rules, now).state is not HealthState.HEALTHY:
                 continue
@@ -655,6 +724,7 @@ class _Run:
                 continue
             found = self.ex.class_index.lookup(node.labels)
             if found is not None and found.name == cls.name:
+                claimed[node.uid] = self.node
                 return node
         return None
 
@@ -699,7 +769,7 @@ class _Run:
             was_in_flight = rec.in_flight
             rec = replace(rec, phase=Phase.NEEDS_HUMAN, reason=reason, deadline=None)
         if node is not None and node.uid == rec.node_uid:
-            await self.write(rec, "needs-human")
+            await self.write(rec, "needs-human", allow_paused=True)
         else:
             self.ex.records[self.node] = rec
         log.warning("remediation_needs_human", step="needs-human", reason=reason)

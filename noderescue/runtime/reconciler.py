@@ -47,6 +47,12 @@ log = structlog.get_logger(__name__)
 
 SAFETY_REPLAN_S = 300.0
 PASS_RETRY_S = 5.0
+# Nothing watches the state ConfigMap: while paused, re-read it this often to notice `resume`.
+PAUSED_RECHECK_S = 5.0
+# A view confirmed fresh again after an outage sets no ``changed`` when no Node changed meanwhile:
+# while the view is stale, plan again this often so the cluster is not left alone until the
+# safety re-plan.
+STALE_RECHECK_S = 2.0
 STATE_TIMEOUT_S = 10.0
 # Gates that say "the picture is wrong" rather than "this node must wait": a ShortCircuit Event.
 _SCOPE_GATES = frozenset({Gate.SHORT_CIRCUIT, Gate.ZONE, Gate.STALE_VIEW})
@@ -93,6 +99,8 @@ class Reconciler:
         wake: asyncio.Event | None = None,
         safety_replan_s: float = SAFETY_REPLAN_S,
         min_pass_interval_s: float = 0.05,
+        paused_recheck_s: float = PAUSED_RECHECK_S,
+        stale_recheck_s: float = STALE_RECHECK_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.cluster = cluster
@@ -106,6 +114,8 @@ class Reconciler:
         self.wake = wake or asyncio.Event()  # set by workers finishing and leadership changes
         self.safety_replan_s = safety_replan_s
         self.min_pass_interval_s = min_pass_interval_s
+        self.paused_recheck_s = paused_recheck_s
+        self.stale_recheck_s = stale_recheck_s
         self.clock = clock
         self.last: PassResult | None = None
         self.passes = 0
@@ -153,6 +163,13 @@ class Reconciler:
         until = now + self.safety_replan_s
         if plan_.next_wakeup is not None:
             until = min(until, plan_.next_wakeup)
+        retry_at = self.executor.retry_at()
+        if retry_at is not None:  # a worker halted by a gate gets its next chance then
+            until = min(until, retry_at)
+        if self._pause is not None:
+            until = min(until, now + self.paused_recheck_s)
+        if any(blocked.gate is Gate.STALE_VIEW for _, blocked in plan_.tripped):
+            until = min(until, now + self.stale_recheck_s)
         synced = self.cache.synced_at
         if synced is not None and self.policy.safety.stale_after_s > 0:
             turns_stale = synced + self.policy.safety.stale_after_s + 0.01
@@ -214,6 +231,7 @@ class Reconciler:
     async def run_pass(self) -> PassResult:
         self.cache.changed.clear()
         self.wake.clear()
+        self.executor.forget_expired_halts()
         await self.load_state()
         now = self.clock()
         nodes = self.cache.snapshot()
@@ -240,7 +258,7 @@ class Reconciler:
         self.last = PassResult(result, records, acting, now)
         return self.last
 
-    async def recheck(self) -> str | None:
+    async def recheck(self, *, allow_paused: bool = False) -> str | None:
         """The executor's re-check of the gates that change under a running remediation."""
         synced = self.cache.synced_at
         if synced is None or not self.cache.reachable:
@@ -250,7 +268,7 @@ class Reconciler:
         await self.load_state()
         if not self._state_ok:
             return "the state ConfigMap cannot be read"
-        if self._pause is not None:
+        if self._pause is not None and not allow_paused:
             return f"cluster paused: {self._pause.reason}"
         return None
 

@@ -21,7 +21,9 @@ from noderescue.runtime.executor import ExecutorTimings
 from noderescue.sim.kubeapi.resources import CORE_EVENTS
 from noderescue.sim.world import World
 
-FAST_EXECUTOR = ExecutorTimings(poll_interval_s=0.05, retry_initial_s=0.05, retry_max_s=0.5, stop_grace_s=5.0)
+FAST_EXECUTOR = ExecutorTimings(
+    poll_interval_s=0.05, retry_initial_s=0.05, retry_max_s=0.5, stop_grace_s=5.0, halted_retry_s=0.5
+)
 FAST_LEADER = LeaderTimings(lease_duration_s=1.5, renew_deadline_s=1.0, retry_period_s=0.2)
 FAST_CLOUD = RetryPolicy(deadline_s=5.0, backoff_initial_s=0.02, backoff_max_s=0.2)
 
