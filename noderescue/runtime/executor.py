@@ -616,6 +616,18 @@ class _Run:
                 if await cloud.instance_state(instance) in _GONE_STATES:
                     log.info("replace_already_requested", step="act", instance=instance.id)
                     return await self.write(replace(rec, phase=Phase.VERIFYING), "verify")
+            elif rec.phase is Phase.ACTING and rec.action is Action.REBOOT:
+                # Crashed between the recorded intent and learning the operation id: a boot ID
+                # that changed since the record says the reboot went out; do not reboot twice.
+                node = self.node_view()
+                if (
+                    node is not None
+                    and rec.boot_id_before is not None
+                    and node.boot_id is not None
+                    and node.boot_id != rec.boot_id_before
+                ):
+                    log.info("reboot_already_happened", step="act", boot_id=node.boot_id)
+                    return await self.write(replace(rec, phase=Phase.VERIFYING), "verify")
             rec = await self.write(replace(rec, phase=Phase.ACTING, instance_id=instance_id), "act")
             target = Target(rec.node, rec.node_uid, rec.provider_id or "", instance_id)
             self.within_deadline(rec, "act")

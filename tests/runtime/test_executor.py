@@ -447,3 +447,51 @@ async def test_identity_guard_refusal_parks_the_node_and_touches_no_instance(wor
         assert "NeedsHuman" in node_events(world, "workers-1")
         assert terminates(world) == []
         assert "workers-2" in world.cluster.node_names()
+
+
+async def test_restart_after_a_reboot_went_out_unrecorded_does_not_reboot_twice(
+    world_of: WorldFactory,
+) -> None:
+    # The daemon died after RebootInstances went out but before it recorded the operation id.
+    # The node came back (new bootID) still unhealthy: the step must verify, not reboot again.
+    async with world_of("pets-reboot", run_events=False) as world:
+        node = world.cluster.get_node("gpu-0")
+        assert node is not None
+        boot_before = node["status"]["nodeInfo"]["bootID"]
+        world.cluster.set_condition("gpu-0", "KernelDeadlock", "True", "DockerHung", survives_reboot=True)
+        world.cluster.reboot_node("gpu-0")  # the call that went out before the crash
+        await eventually(
+            lambda: (world.cluster.get_node("gpu-0") or {})["status"]["nodeInfo"]["bootID"] != boot_before,
+            timeout_s=5,
+            what="the reboot to complete",
+        )
+        now = time.time()
+        rec = Record(
+            node="gpu-0",
+            node_uid=node["metadata"]["uid"],
+            cls="gpu",
+            step=1,
+            action=Action.REBOOT,
+            phase=Phase.ACTING,
+            attempt=1,
+            started=now - 5,
+            step_started=now - 1,
+            deadline=now + 4,
+            reason="KernelDeadlock",
+            provider_id=node["spec"]["providerID"],
+            instance_id=world.instance_of_node("gpu-0"),
+            boot_id_before=boot_before,
+        )
+        api = await make_api_client(world.kubeconfig, None)
+        try:
+            await write_record(api, "gpu-0", rec, expected_uid=rec.node_uid)
+        finally:
+            await api.close()
+        async with running(world):
+            await eventually(
+                lambda: (r := node_record(world, "gpu-0")) is not None and r.phase is Phase.VERIFYING,
+                timeout_s=10,
+                what="the reboot step to go on verifying",
+            )
+        reboots = [line for line in world.audit.lines if line["verb"] == "RebootInstances"]
+        assert reboots == [], "the reboot that already happened was not sent again"
