@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -226,6 +226,58 @@ class Executor:
     def retry_at(self) -> float | None:
         """When the earliest halted or failed node may get a worker again (the loop wakes then)."""
         return min(self._halted.values(), default=None)
+
+    def release_leftover_cordons(self, nodes: Sequence[NodeView], records: Mapping[str, Record]) -> None:
+        """Never leave a cordon we made behind: a node whose ``cordoned-by`` annotation names us
+        but that has no remediation record (a human deleted the record, a crash between steps of
+        an older version, a human who uncordoned and cordoned again over our annotation) gets a
+        worker that removes our cordon and our annotation. A node with a record, even a malformed
+        one, is left to the plan: its state is unknown, not over."""
+        if self._stopping:
+            return
+        for node in nodes:
+            name = node.name
+            if node.cordoned_by != CORDONED_BY_US or node.record_json is not None:
+                continue
+            if name in records or name in self.records or name in self.closed or name in self._workers:
+                continue
+            if self.clock() < self._halted.get(name, 0.0):
+                continue
+            task = asyncio.get_running_loop().create_task(
+                self._release_cordon(node), name=f"release-cordon {self.cluster}/{name}"
+            )
+            self._workers[name] = task
+            task.add_done_callback(self._ended_callback(name))
+
+    def _ended_callback(self, node: str) -> Callable[[asyncio.Task[None]], None]:
+        return lambda _task: self._worker_ended(node)
+
+    async def _release_cordon(self, node: NodeView) -> None:
+        with bound_contextvars(
+            cluster=self.cluster, node=node.name, action="uncordon", step="release", dry_run=self.dry_run
+        ):
+            if not self.fence.holds_lease():
+                return
+            if self.recheck is not None and (reason := await self.recheck()) is not None:
+                log.info("leftover_cordon_kept", reason=reason)
+                self._halted[node.name] = self.clock() + self.timings.halted_retry_s
+                return
+            try:
+                released = await self.kube.uncordon(node.name)
+            except KubeError as exc:
+                log.warning("leftover_cordon_release_failed", error=str(exc))
+                self._halted[node.name] = self.clock() + self.timings.halted_retry_s
+                return
+            if released:
+                log.warning("leftover_cordon_released")
+                await self.announce.event(
+                    node.name,
+                    node.uid,
+                    "Uncordoned",
+                    "released a cordon noderescue made: the node has no remediation record",
+                )
+            else:
+                log.info("stale_cordon_annotation_removed")
 
     def forget_expired_halts(self) -> None:
         """At the start of a pass: a backoff that is over is no longer news. A node the plan no

@@ -252,6 +252,8 @@ class Reconciler:
             for decision in result.decisions:
                 if decision.kind is not DecisionKind.SKIP:
                     self.executor.submit(decision, history=history)
+            if not any(b.gate is Gate.STALE_VIEW for _, b in result.tripped):
+                self.executor.release_leftover_cordons(nodes, records)
             self._announce_gates(result)
         self._update_metrics(result, records, acting)
         self.passes += 1

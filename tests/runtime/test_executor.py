@@ -36,7 +36,9 @@ from noderescue.adapters.kube import (
 from noderescue.adapters.kube.cordon import cordon
 from noderescue.adapters.kube.drain import DrainOutcome, ProgressCallback
 from noderescue.adapters.kube.events import EventType
+from noderescue.adapters.kube.transport import MERGE_PATCH, request_json
 from noderescue.core.model import (
+    CORDONED_BY_ANNOTATION,
     RECORD_ANNOTATION,
     Action,
     DrainPolicy,
@@ -495,3 +497,47 @@ async def test_restart_after_a_reboot_went_out_unrecorded_does_not_reboot_twice(
             )
         reboots = [line for line in world.audit.lines if line["verb"] == "RebootInstances"]
         assert reboots == [], "the reboot that already happened was not sent again"
+
+
+async def test_a_cordon_we_made_without_a_record_is_released_and_a_human_cordon_is_kept(
+    world_of: WorldFactory,
+) -> None:
+    async with world_of("one-bad-worker", run_events=False) as world:
+        api = await make_api_client(world.kubeconfig, None)
+        try:
+            # Ours, record gone (a human deleted the annotation, or a crash of an older version).
+            assert await cordon(api, "workers-2")
+            # A human's cordon (no annotation of ours).
+            await request_json(
+                api,
+                "PATCH",
+                "/api/v1/nodes/workers-3",
+                body={"spec": {"unschedulable": True}},
+                content_type=MERGE_PATCH,
+            )
+            # A human uncordoned our cordon: our annotation is stale and must not claim a later
+            # human cordon.
+            assert await cordon(api, "workers-4")
+            await request_json(
+                api,
+                "PATCH",
+                "/api/v1/nodes/workers-4",
+                body={"spec": {"unschedulable": None}},
+                content_type=MERGE_PATCH,
+            )
+        finally:
+            await api.close()
+
+        def annotation(name: str) -> str | None:
+            node = world.cluster.get_node(name) or {}
+            return (node["metadata"].get("annotations") or {}).get(CORDONED_BY_ANNOTATION)
+
+        async with running(world):
+            await eventually(
+                lambda: cordoned_nodes(world) == ["workers-3"] and annotation("workers-4") is None,
+                timeout_s=10,
+                what="our leftover cordon released, the human's kept, the stale annotation gone",
+            )
+        assert annotation("workers-2") is None
+        assert "Uncordoned" in node_events(world, "workers-2")
+        assert "Uncordoned" not in node_events(world, "workers-3")
