@@ -502,6 +502,8 @@ class _Run:
         keep_after = event.ts - _longest_window(self.ex.policy)
         await self.ex.kube.append_history([event], keep_after=keep_after)
         if self.ex.dry_run:
+            # Compacted like the state ConfigMap, so a long dry run does not grow without bound.
+            self.ex.history[:] = [e for e in self.ex.history if e.ts > keep_after]
             self.ex.history.append(event)
 
     # -------------------------------------------------------------- the steps

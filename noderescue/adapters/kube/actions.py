@@ -7,6 +7,7 @@ cordon be ours? which pods would a drain evict or refuse?).
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -115,7 +116,8 @@ class DryRunKubeActions:
     ) -> None:
         self.api = api
         self.state = StateStore(api, state_namespace)
-        self.calls: list[tuple[str, dict[str, Any]]] = []
+        # The latest intents (a dry run can last for weeks: keep a bounded tail, logs have all).
+        self.calls: collections.deque[tuple[str, dict[str, Any]]] = collections.deque(maxlen=10_000)
         self._clock = clock
 
     def _record(self, operation: str, **args: Any) -> None:

@@ -25,6 +25,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import enum
+import functools
 import gc
 import random
 import time
@@ -53,13 +54,23 @@ log = structlog.get_logger(__name__)
 NODE_LEASE_NAMESPACE = "kube-node-lease"
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    # find_library runs ldconfig in a subprocess: once per process, not once per relist.
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
 def release_free_heap() -> None:
     """Give the list pages' freed memory back to the OS (glibc keeps it otherwise: the parsed
     pages of a 100,000-node list are hundreds of MiB of small blocks between long-lived views)."""
+    libc = _libc()
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):
+        if libc is not None:
+            libc.malloc_trim(0)
+    except AttributeError:
         pass  # not glibc: nothing to do
 
 
@@ -250,7 +261,7 @@ class NodeCache:
         except aiohttp.ServerTimeoutError:
             # The watchdog: nothing (not even a bookmark) for inactivity_s. Re-open from our
             # version; if the server is really gone, that attempt fails and backs off.
-            log.info("watch_inactive_reopen", cluster=self._cluster, stream=str(stream))
+            log.debug("watch_inactive_reopen", cluster=self._cluster, stream=str(stream))
         except Exception:
             if not delivered:
                 # A stream that failed before its first event or bookmark (an ERROR event right

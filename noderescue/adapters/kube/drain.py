@@ -186,7 +186,8 @@ class _DrainRun:
                     self.blocked_by[key] = await self._matching_pdbs(pod)
                     wait = delay
                 else:  # the API server's own throttling: not the pod's fault
-                    wait = exc.retry_after
+                    # A Retry-After of 0 must not turn into a tight loop against a throttling server.
+                    wait = max(exc.retry_after, delay)
             except Unavailable as exc:
                 if exc.status == 500:
                     # The API server refuses to evict a pod that several PDBs select (a
