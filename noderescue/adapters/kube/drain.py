@@ -262,9 +262,7 @@ class _DrainRun:
                 log.warning("drain_poll_failed", node=self.node, error=str(exc))
                 await asyncio.sleep(self.poll_interval_s)
                 continue
-            present = {
-                (p.get("metadata") or {}).get("uid") for p in items if not self._abandoned(p)
-            }
+            present = {(p.get("metadata") or {}).get("uid") for p in items if not self._abandoned(p)}
             for key, pod in list(self.evicting.items()):
                 if pod.uid not in present:
                     del self.evicting[key]
@@ -288,20 +286,29 @@ class _DrainRun:
             await asyncio.sleep(interval)
 
 
-async def _list_node_pods(api: ApiClient, node_name: str, attempts: int = 4) -> list[JsonObject]:
-    """The node's pods, riding out a few transient errors (a drain should not fail on one 503)."""
-    for attempt in range(attempts):
+async def _list_node_pods(
+    api: ApiClient,
+    node_name: str,
+    *,
+    deadline: float,
+    clock: Callable[[], float],
+    retry_max_s: float,
+) -> list[JsonObject]:
+    """The node's pods, riding out transient errors and throttling until the drain's deadline
+    (a drain should not fail on one 503, nor give up on a busy API server after a few tries)."""
+    delay = 0.2
+    while True:
         try:
             items, _ = await list_all(api, "/api/v1/pods", query=node_pods_query(node_name))
             return items
         except (Unavailable, TooManyRequests) as exc:
-            if attempt == attempts - 1:
-                raise
             retry_after = exc.retry_after if isinstance(exc, TooManyRequests) else None
-            wait = retry_after if retry_after is not None else 0.2 * 2**attempt
-            log.warning("drain_list_retry", node=node_name, error=str(exc))
+            wait = max(retry_after or 0.0, delay)
+            if clock() + wait >= deadline:
+                raise
+            log.warning("drain_list_retry", node=node_name, error=str(exc), retry_in_s=round(wait, 2))
             await asyncio.sleep(wait)
-    raise AssertionError("unreachable")
+            delay = min(delay * 2, retry_max_s)
 
 
 async def drain_node(
@@ -322,7 +329,7 @@ async def drain_node(
     Raises KubeError only when the node's pods cannot be listed at all.
     """
     started = clock()
-    pods = await _list_node_pods(api, node_name)
+    pods = await _list_node_pods(api, node_name, deadline=deadline, clock=clock, retry_max_s=retry_max_s)
     plan = plan_pods(pods, policy)
     if plan.refused:
         log.warning("drain_refused", node=node_name, pods=list(plan.refused))

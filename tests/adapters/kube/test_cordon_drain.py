@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -256,3 +257,23 @@ async def test_pods_stuck_terminating_on_a_dead_kubelet(
         assert len(outcome.remaining) == 2 and outcome.abandoned == ()
     # Either way the pod objects are still there: nothing was force-deleted.
     assert sum(owner_kind(p) == "ReplicaSet" for p in await pods_on(api, "target")) == 2
+
+
+async def test_drain_rides_out_a_throttled_pod_list_until_its_deadline(
+    sim: SimCluster, api: KubeClient, faults: Faults
+) -> None:
+    # Two seconds of nothing but 429s (longer than a few quick retries cover): the drain keeps
+    # listing with backoff instead of failing, and finishes once the API server lets it.
+    add_node(sim, "target")
+    sim.add_workload("web", replicas=2)
+    add_node(sim, "spare", "b")
+    assert await cordon(api, "target")
+    faults.retry_after_s = 0
+    faults.set_api_errors(1.0, (429,))
+    loop = asyncio.get_running_loop()
+    loop.call_later(2.0, faults.clear)
+    outcome = await drain_node(
+        api, "target", DrainPolicy(grace_period_s=0), deadline=time.time() + 15, poll_interval_s=0.05
+    )
+    assert outcome.ok, outcome
+    assert await pods_on(api, "target") == []
