@@ -387,6 +387,26 @@ def _tripped(p: _Pass) -> tuple[tuple[str, Blocked], ...]:
     return tuple(out)
 
 
+def _decide_missing(p: _Pass, rec: Record) -> Decision:
+    """A record whose Node object is gone (replaced or deleted): the runtime verifies the
+    replacement until the step's deadline."""
+    kind: DecisionKind
+    action: Action = rec.action
+    result: FinishResult | None = None
+    if rec.in_flight and p.stale is None and rec.deadline is not None and p.now >= rec.deadline:
+        kind, action = DecisionKind.NEEDS_HUMAN, Action.NOTIFY
+        reason = f"{rec.action} timed out after the node object disappeared"
+    elif rec.in_flight:
+        p.wake_at(rec.deadline)
+        kind, reason = DecisionKind.CONTINUE, f"{rec.action} {rec.phase}; node object gone"
+    else:
+        kind, reason = DecisionKind.FINISH, "node object gone while parked"
+        result = "failed"
+    return Decision(
+        kind, rec.node, rec.cls, step=rec.step, action=action, record=rec, result=result, reason=reason
+    )
+
+
 def plan(
     snapshot: Snapshot,
     records: Mapping[str, Record],
@@ -442,40 +462,7 @@ def plan(
         assert entry.record is not None
         _decide_recorded(p, entry, entry.record)
     for rec in missing:
-        # The Node object is gone (replaced or deleted): the runtime verifies the replacement.
-        if rec.in_flight and p.stale is None and rec.deadline is not None and now >= rec.deadline:
-            decision = Decision(
-                DecisionKind.NEEDS_HUMAN,
-                rec.node,
-                rec.cls,
-                step=rec.step,
-                action=Action.NOTIFY,
-                record=rec,
-                reason=f"{rec.action} timed out after the node object disappeared",
-            )
-        elif rec.in_flight:
-            p.wake_at(rec.deadline)
-            decision = Decision(
-                DecisionKind.CONTINUE,
-                rec.node,
-                rec.cls,
-                step=rec.step,
-                action=rec.action,
-                record=rec,
-                reason=f"{rec.action} {rec.phase}; node object gone",
-            )
-        else:
-            decision = Decision(
-                DecisionKind.FINISH,
-                rec.node,
-                rec.cls,
-                step=rec.step,
-                action=rec.action,
-                record=rec,
-                result="failed",
-                reason="node object gone while parked",
-            )
-        p.decisions.append(decision)
+        p.decisions.append(_decide_missing(p, rec))
 
     # Stage 3: admit new remediations.
     for entry in sorted(candidates, key=lambda e: e.node.name):

@@ -16,6 +16,7 @@ import yaml
 from noderescue.cli import main
 from noderescue.sim.world import World
 from tests.e2e.daemon_process import DaemonProcess, daemon, write_world_config
+from tests.runtime.world_runtime import write_unreachable_cluster_config
 
 pytestmark = pytest.mark.slow
 
@@ -83,46 +84,7 @@ async def test_run_with_a_broken_config_exits_2_listing_every_error(tmp_path: Pa
 
 
 async def test_run_with_an_unreachable_cluster_stays_up_not_ready_and_acts_on_nothing(tmp_path: Path) -> None:
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "gone", "cluster": {"server": "http://127.0.0.1:9"}}],
-                "users": [{"name": "u", "user": {"token": "x"}}],
-                "contexts": [{"name": "gone", "context": {"cluster": "gone", "user": "u"}}],
-                "current-context": "gone",
-            }
-        )
-    )
-    config = tmp_path / "noderescue.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "clusters": [
-                    {
-                        "name": "gone",
-                        "kubeconfig": str(kubeconfig),
-                        "provider": "aws",
-                        "aws": {
-                            "region": "eu-west-1",
-                            "autoScalingGroups": ["workers"],
-                            "endpointUrl": "http://127.0.0.1:9",
-                        },
-                    }
-                ],
-                "http": {"bind": "127.0.0.1:0"},
-                "nodeClasses": [
-                    {
-                        "name": "workers",
-                        "selector": {"matchLabels": {"a": "b"}},
-                        "ladder": [{"action": "replace", "timeout": "5m"}],
-                    }
-                ],
-            }
-        )
-    )
+    config = write_unreachable_cluster_config(tmp_path)
     env = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"}
     async with daemon(config, env) as proc:
         await proc.wait_log("watch_failed", timeout_s=15)

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
-import yaml
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
@@ -26,7 +25,7 @@ from noderescue.adapters.cloud import (
 from noderescue.adapters.kube import record_from_json, record_to_json
 from noderescue.adapters.kube.drain import DrainOutcome, ProgressCallback
 from noderescue.adapters.kube.events import EventType
-from noderescue.config import parse_config
+from noderescue.config import load_config, parse_config
 from noderescue.core.model import (
     Action,
     DrainPolicy,
@@ -44,7 +43,7 @@ from noderescue.runtime.cluster import LeaderTimings, RuntimeOptions
 from noderescue.runtime.executor import Executor, ExecutorTimings
 from noderescue.runtime.reconciler import Reconciler
 from tests.runtime.test_reconciler import FakeCache, FakeNotifier, worker
-from tests.runtime.world_runtime import eventually
+from tests.runtime.world_runtime import eventually, write_unreachable_cluster_config
 
 CONFIG = """
 clusters:
@@ -431,45 +430,7 @@ async def test_run_once_against_an_unreachable_cluster_reports_a_failure(
     # `run --once` from cron: a pass that never happened is a runtime failure (exit 1), not 0.
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "gone", "cluster": {"server": "http://127.0.0.1:9"}}],
-                "users": [{"name": "u", "user": {"token": "x"}}],
-                "contexts": [{"name": "gone", "context": {"cluster": "gone", "user": "u"}}],
-                "current-context": "gone",
-            }
-        )
-    )
-    config = parse_config(
-        yaml.safe_dump(
-            {
-                "clusters": [
-                    {
-                        "name": "gone",
-                        "kubeconfig": str(kubeconfig),
-                        "provider": "aws",
-                        "aws": {
-                            "region": "eu-west-1",
-                            "autoScalingGroups": ["workers"],
-                            "endpointUrl": "http://127.0.0.1:9",
-                        },
-                    }
-                ],
-                "http": {"bind": "127.0.0.1:0"},
-                "nodeClasses": [
-                    {
-                        "name": "workers",
-                        "selector": {"matchLabels": {"a": "b"}},
-                        "ladder": [{"action": "replace", "timeout": "5m"}],
-                    }
-                ],
-            }
-        )
-    )
+    config = load_config(write_unreachable_cluster_config(tmp_path))
     options = RuntimeOptions(
         executor=ExecutorTimings(stop_grace_s=1.0),
         leader=LeaderTimings(lease_duration_s=0.5, renew_deadline_s=0.3, retry_period_s=0.1),

@@ -8,6 +8,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -106,3 +107,48 @@ def node_events(world: World, node: str) -> list[str]:
         if (obj.get("involvedObject") or {}).get("name") == node:
             out.append((obj.get("firstTimestamp") or "", obj["metadata"]["name"], obj["reason"]))
     return [reason for _, _, reason in sorted(out)]
+
+
+def write_unreachable_cluster_config(tmp_path: Path) -> Path:
+    """A daemon config (returned) for one cluster whose API server refuses every connection."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "gone", "cluster": {"server": "http://127.0.0.1:9"}}],
+                "users": [{"name": "u", "user": {"token": "x"}}],
+                "contexts": [{"name": "gone", "context": {"cluster": "gone", "user": "u"}}],
+                "current-context": "gone",
+            }
+        )
+    )
+    config = tmp_path / "noderescue.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "clusters": [
+                    {
+                        "name": "gone",
+                        "kubeconfig": str(kubeconfig),
+                        "provider": "aws",
+                        "aws": {
+                            "region": "eu-west-1",
+                            "autoScalingGroups": ["workers"],
+                            "endpointUrl": "http://127.0.0.1:9",
+                        },
+                    }
+                ],
+                "http": {"bind": "127.0.0.1:0"},
+                "nodeClasses": [
+                    {
+                        "name": "workers",
+                        "selector": {"matchLabels": {"a": "b"}},
+                        "ladder": [{"action": "replace", "timeout": "5m"}],
+                    }
+                ],
+            }
+        )
+    )
+    return config
