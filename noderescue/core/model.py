@@ -287,10 +287,24 @@ class Record:
     boot_id_before: str | None = None
     operation_id: str | None = None
     cordoned_by_us: bool = False
+    # Destructive calls of this step whose intent is durable: each name is written here *before*
+    # the call is made and never removed within the step, so a call named here may have gone out
+    # (a crash, a lost response) and is never sent again; the outcome is verified by state.
+    # Names: "repair", "reboot", "replace" (the step's main call), "capacity" (a scale set's
+    # capacity change that follows a delete).
+    calls: tuple[str, ...] = ()
+    # The ladder this remediation follows ("class", or "rule/<index>" once rules carry ladders)
+    # and a hash of it: a configuration change under a live record is detected, not followed.
+    ladder_source: str = "class"
+    ladder_hash: str = ""
 
     @property
     def in_flight(self) -> bool:
         return self.phase in IN_FLIGHT_PHASES
+
+    def sent(self, call: str) -> bool:
+        """The intent of ``call`` was recorded in this step: it may have gone out."""
+        return call in self.calls
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ recorder inside it in dry-run. Values and errors live in ``base``. The SDK-speci
 """
 
 from noderescue.adapters.cloud.base import (
+    AmbiguousOutcome,
     CloudError,
     CloudProvider,
     CloudUnavailable,
@@ -30,6 +31,7 @@ from noderescue.adapters.cloud.guard import GuardedProvider, NodeIdentity, NodeR
 from noderescue.adapters.cloud.retry import RetryPolicy
 
 __all__ = [
+    "AmbiguousOutcome",
     "CloudError",
     "CloudProvider",
     "CloudUnavailable",

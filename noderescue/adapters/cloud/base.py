@@ -180,6 +180,12 @@ class RequestRejected(CloudError):
         self.code = code
 
 
+class AmbiguousOutcome(CloudError):
+    """A mutating call may have been applied: the request went out and the answer was a 5xx, a
+    read timeout or a reset connection. Never retried; the caller verifies by state (instance
+    state, bootID, the operation) and escalates at the step deadline."""
+
+
 class DeadlineExceeded(CloudError):
     """The call (with its retries) did not succeed within the provider's deadline."""
 
