@@ -297,10 +297,20 @@ class Record:
     # and a hash of it: a configuration change under a live record is detected, not followed.
     ladder_source: str = "class"
     ladder_hash: str = ""
+    # Held by a gate that tripped under the running remediation (why, and since when): nothing
+    # further is done, our cordon stays; held time does not count toward the step's deadline.
+    held: str | None = None
+    held_since: float | None = None
 
     @property
     def in_flight(self) -> bool:
         return self.phase in IN_FLIGHT_PHASES
+
+    def effective_deadline(self, now: float) -> float | None:
+        """The step deadline, moved out by the time the remediation has been held so far."""
+        if self.deadline is None or self.held_since is None:
+            return self.deadline
+        return self.deadline + max(0.0, now - self.held_since)
 
     def sent(self, call: str) -> bool:
         """The intent of ``call`` was recorded in this step: it may have gone out."""

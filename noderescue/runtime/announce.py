@@ -32,13 +32,21 @@ class Announcer:
         self._dry_run = dry_run
 
     async def event(
-        self, node: str, node_uid: str, reason: str, message: str, *, type_: EventType = "Normal"
+        self,
+        node: str,
+        node_uid: str,
+        reason: str,
+        message: str,
+        *,
+        type_: EventType = "Normal",
+        once_key: str | None = None,
     ) -> None:
-        """A §6 Event on the Node (``reason`` is one of the documented reasons)."""
+        """An Event on the Node (``reason`` is one of the documented reasons); with ``once_key``
+        at most one such Event ever (see ``EventRecorder.emit``)."""
         log.info("node_event", node=node, reason=reason, message=message, event_type=type_)
         try:
             async with asyncio.timeout(EVENT_TIMEOUT_S):
-                await self._kube.emit_event(node, node_uid, reason, message, type_=type_)
+                await self._kube.emit_event(node, node_uid, reason, message, type_=type_, once_key=once_key)
         except (KubeError, TimeoutError) as exc:
             log.warning("node_event_failed", reason=reason, error=str(exc) or type(exc).__name__)
 

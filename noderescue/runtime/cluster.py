@@ -176,6 +176,7 @@ class ClusterRuntime:
                 wake=wake,
             )
             executor.recheck = reconciler.recheck
+            executor.judge = reconciler.judge
         except BaseException:
             await api.close()
             if credential is not None:

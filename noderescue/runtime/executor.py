@@ -1,19 +1,28 @@
-"""Decisions -> steps: one serialized worker per node, crash-safe and fenced (DESIGN §5, issue 6).
+"""Decisions -> steps: one serialized worker per node, crash-safe and fenced.
 
 Every action is a sequence of steps. Before each mutating step the worker
 
-1. writes the remediation record with the phase the step is about to enter (so a restarted daemon
-   knows where it stood: an operation id recorded means the cloud call was made -> poll, never
-   repeat it; a cordon we made is remembered in ``cordoned_by_us``);
-2. checks that it still holds the cluster's leader Lease (fencing: client-go gives none);
+1. writes the remediation record, in noderescue's own namespace (through the ``Ledger``), with
+   the phase the step is about to enter, so a restarted daemon or a standby taking over knows
+   where it stood; a cordon we made is remembered in ``cordoned_by_us``;
+2. checks that it still holds the cluster's leader Lease (fencing: client-go gives none; the cloud
+   layer checks it again right before each attempt of a mutating call);
 3. re-checks the gates that can change under a running remediation (pause, stale view).
 
 If 2 or 3 fail, the worker stops right there (``Halt``) and leaves the record: the next leader,
 or this one once the gate opens, rolls it forward from the written phase.
 
+At most once: every destructive cloud call has a durable intent (its name in ``Record.calls``)
+written before it is made. A call whose intent is recorded is never made again in that step: with
+its operation id known the operation is polled; without it (a crash, an ambiguous failure) the
+outcome is verified by state, and the step deadline escalates when there is no proof. Only a
+refusal (nothing ran: throttled past the deadline, a 4xx, the lease no longer held) withdraws the
+intent so that the call may be made later.
+
 Verification: a repair is finished by the planner when the node is healthy again, a reboot when
 its bootID changed and it is healthy (both: the step deadline escalates). A replace is verified
-here: a new Ready node of the class joins after the step started, then the stale Node is deleted.
+here: a new Ready node of the class joins after the step started and is claimed durably (one new
+node verifies one replace, ever), then the stale Node is deleted.
 """
 
 from __future__ import annotations
@@ -21,15 +30,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 import structlog
 from structlog.contextvars import bound_contextvars
 
 from noderescue.adapters.cloud import (
+    AmbiguousOutcome,
     CloudError,
+    DeadlineExceeded,
+    Fenced,
     IdentityMismatch,
     Instance,
     InstanceNotFound,
@@ -48,7 +60,6 @@ from noderescue.adapters.kube import (
     KubeActions,
     KubeError,
     NodeIdentityChanged,
-    NotFound,
     StaleRecord,
 )
 from noderescue.core.classes import ClassIndex
@@ -69,13 +80,14 @@ from noderescue.core.model import (
     Record,
     Step,
 )
+from noderescue.core.records import ladder_hash
 from noderescue.metrics import Metrics
 from noderescue.runtime.announce import Announcer
+from noderescue.runtime.ledger import Ledger
 
 log = structlog.get_logger(__name__)
 
 CORDONED_BY_US = "noderescue"
-_GONE_STATES = frozenset({InstanceState.TERMINATING, InstanceState.TERMINATED})
 # Cloud errors that say "this is not the machine you think it is": a human must look.
 _IDENTITY_ERRORS = (IdentityMismatch, NotAllowed, UnsupportedProviderId)
 
@@ -102,6 +114,8 @@ class GuardedCloud(Protocol):
 
     async def operation_status(self, op: Operation) -> OperationStatus: ...
 
+    async def follow_up(self, op: Operation, call: str) -> Operation | None: ...
+
     async def instance_state(self, instance: Instance) -> InstanceState: ...
 
 
@@ -125,6 +139,17 @@ class Halt(Exception):
 
 class GateHalt(Halt):
     """Halted by the lease or a gate (pause, stale view): nothing changes by retrying at once."""
+
+
+class Held(GateHalt):
+    """A gate of the remediation's scopes (stale view, pause, short-circuit, zone) tripped under
+    it: the record says held and why, nothing further is done until the gate clears."""
+
+
+class Judge(Protocol):
+    """Re-judges the scopes of one node's remediation right now: why it must be held, or None."""
+
+    def __call__(self, node: str) -> Awaitable[str | None]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +183,7 @@ class Executor:
         timings: ExecutorTimings = ExecutorTimings(),
         on_worker_done: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.time,
+        ledger: Ledger | None = None,
     ) -> None:
         self.cluster = cluster
         self.policy = policy
@@ -167,6 +193,7 @@ class Executor:
         self.metrics = metrics
         self.fence: Fence = fence or NoElection()
         self.recheck = recheck
+        self.judge: Judge | None = None
         self.announce = announcer or Announcer(cluster, kube, (), dry_run=dry_run)
         self.dry_run = dry_run
         self.timings = timings
@@ -174,16 +201,14 @@ class Executor:
         self.clock = clock
         self.classes = {c.name: c for c in policy.classes}
         self.class_index = ClassIndex(policy.classes)
-        self.records: dict[str, Record] = {}  # the latest record written per node
-        self.closed: dict[str, Record] = {}  # records cleared, until the cache shows it
+        # The one owner of records, claims and admissions (shared with the reconciler).
+        self.ledger = ledger if ledger is not None else Ledger(kube)
         # Dry-run writes no history to the cluster: remembered here so rate limits still count.
         self.history: list[HistoryEvent] = []
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._draining: set[str] = set()  # nodes whose worker is inside a drain
         self._halted: dict[str, float] = {}  # node -> when a halted or failed worker may retry
-        # Node UID -> the node it replaced: one new node restores the capacity of one replace, so
-        # two replaces in flight in a class must not both be verified by the first that joins.
-        self.replacements: dict[str, str] = {}
+        self._escalations: dict[str, HistoryEvent] = {}  # node -> the history event its worker appends
         self._stopping = False
         self._stop_requested = asyncio.Event()  # wakes workers waiting to retry at SIGTERM
 
@@ -207,6 +232,16 @@ class Executor:
             if self.clock() < retry_at:
                 return False
             del self._halted[decision.node]
+        if decision.kind is DecisionKind.START:
+            admitted = self._admission(decision, history)
+            if admitted is None:
+                return False
+            decision = replace(decision, record=admitted)
+        elif decision.kind is DecisionKind.ESCALATE and decision.action is not None:
+            # The escalation's history event is taken now: its rate-limit slot is spoken for.
+            event = HistoryEvent(self.clock(), decision.action, decision.node)
+            self.ledger.expect_history(event)
+            self._escalations[decision.node] = event
         task = asyncio.get_running_loop().create_task(
             self._work(decision, history), name=f"remediate {self.cluster}/{decision.node}"
         )
@@ -215,10 +250,40 @@ class Executor:
         task.add_done_callback(lambda _task: self._worker_ended(node))
         return True
 
+    def _admission(self, decision: Decision, history: History) -> Record | None:
+        """The record a START is about to write, put into the ledger before any I/O: from this
+        instruction on, every pass counts it in flight and its rate-limit slot as taken."""
+        node = self.nodes.get(decision.node)
+        if node is None or decision.cls is None or decision.action is None or decision.step is None:
+            return None
+        cls = self.classes[decision.cls]
+        now = self.clock()
+        step = cls.ladder[decision.step]
+        safety = self.policy.safety
+        attempt = history.attempts_since(node.name, now - safety.max_attempts_per_s) + 1
+        rec = Record(
+            node=node.name,
+            node_uid=node.uid,
+            cls=cls.name,
+            step=decision.step,
+            action=decision.action,
+            phase=Phase.STARTED,
+            attempt=attempt,
+            started=now,
+            step_started=now,
+            deadline=now + step.timeout_s if step.timeout_s is not None else None,
+            reason=decision.reason,
+            provider_id=node.provider_id,
+            boot_id_before=node.boot_id,
+            ladder_hash=ladder_hash(cls.ladder),
+        )
+        self.ledger.admit(rec, HistoryEvent(now, decision.action, node.name, attempt_start=True))
+        return rec
+
     def _worker_ended(self, node: str) -> None:
-        # ``records`` keeps what the worker wrote: the watch cache may not have seen its last
-        # write yet, and a plan made on the older record would repeat a step. The reconciler
-        # drops the copy once the Node's annotation caught up.
+        # An admission whose record never became durable: the remediation did not start.
+        self.ledger.drop_admission(node)
+        self._escalations.pop(node, None)
         self._workers.pop(node, None)
         if self.on_worker_done is not None:
             self.on_worker_done()
@@ -227,7 +292,7 @@ class Executor:
         """When the earliest halted or failed node may get a worker again (the loop wakes then)."""
         return min(self._halted.values(), default=None)
 
-    def release_leftover_cordons(self, nodes: Sequence[NodeView], records: Mapping[str, Record]) -> None:
+    def release_leftover_cordons(self, nodes: Sequence[NodeView]) -> None:
         """Never leave a cordon we made behind: a node whose ``cordoned-by`` annotation names us
         but that has no remediation record (a human deleted the record, a crash between steps of
         an older version, a human who uncordoned and cordoned again over our annotation) gets a
@@ -237,9 +302,9 @@ class Executor:
             return
         for node in nodes:
             name = node.name
-            if node.cordoned_by != CORDONED_BY_US or node.record_json is not None:
+            if node.cordoned_by != CORDONED_BY_US or name in self._workers:
                 continue
-            if name in records or name in self.records or name in self.closed or name in self._workers:
+            if self.ledger.get(name) is not None or not self.ledger.loaded:
                 continue
             if self.clock() < self._halted.get(name, 0.0):
                 continue
@@ -349,6 +414,8 @@ class Executor:
 
 def _needs_worker(decision: Decision) -> bool:
     rec = decision.record
+    if decision.kind is DecisionKind.HOLD:
+        return rec is not None and rec.held is None  # say held once; nothing else to do
     if decision.kind is DecisionKind.CONTINUE and rec is not None:
         # A repair or reboot in VERIFYING waits for the planner (healthy / bootID changed): no
         # worker needed. A replace is verified by a worker; everything else has steps left.
@@ -388,27 +455,57 @@ class _Run:
             if reason is not None:
                 raise GateHalt(f"{reason} (before {step})")
 
+    async def judged(self, rec: Record, step: str) -> Record:
+        """Before a step that touches the machine or its pods (drain, a destructive cloud call):
+        the remediation's scopes are re-judged now. A tripped gate holds it (``Held``); a hold
+        that is over moves the step deadline out by the time held."""
+        await self.guard(step)
+        reason = await self.ex.judge(self.node) if self.ex.judge is not None else None
+        if reason is not None:
+            await self.hold(rec, reason, step)
+        if rec.held is not None:
+            now = self.ex.clock()
+            log.info("remediation_unheld", step=step, held_s=round(now - (rec.held_since or now), 3))
+            rec = await self.write(
+                replace(rec, held=None, held_since=None, deadline=rec.effective_deadline(now)), "unhold"
+            )
+        return rec
+
+    async def hold(self, rec: Record, reason: str, step: str) -> NoReturn:
+        if rec.held is None:
+            held = replace(rec, held=reason, held_since=self.ex.clock())
+            with contextlib.suppress(Halt, KubeError):
+                # No gate re-check here: the gate that holds it may be the stale view itself.
+                await self.ex.ledger.put(held)
+                self.rec = rec = held
+                log.warning("remediation_held", step=step, reason=reason)
+                await self.event(
+                    rec, "RemediationHeld", f"held before {step}: {reason}", warning=True, once=True
+                )
+        raise Held(f"held before {step}: {reason}")
+
     def within_deadline(self, rec: Record, step: str) -> None:
         """No new cordon, drain or cloud call after the step timed out: the planner escalates."""
         if rec.deadline is not None and self.ex.clock() >= rec.deadline:
             raise Halt(f"step deadline passed before {step}")
 
     async def write(self, rec: Record, step: str, *, allow_paused: bool = False) -> Record:
+        """The record, durable in noderescue's namespace before the step it names runs."""
         await self.guard(step, allow_paused=allow_paused)
-        try:
-            await self.ex.kube.write_record(self.node, rec, expected_uid=rec.node_uid)
-        except NotFound:
-            if rec.action is not Action.REPLACE:
-                raise
-            # The replaced node's object is gone already: the record lives on in memory.
-            log.info("record_node_gone", step=step, phase=str(rec.phase))
+        await self.ex.ledger.put(rec)
         self.rec = rec
-        self.ex.records[self.node] = rec
         return rec
 
-    async def event(self, rec: Record, reason: str, message: str, *, warning: bool = False) -> None:
+    async def event(
+        self, rec: Record, reason: str, message: str, *, warning: bool = False, once: bool = False
+    ) -> None:
+        """``once``: this remediation tells it at most once, even when a crash makes the daemon
+        finish it twice (keyed by the remediation's node uid, attempt and step)."""
+        key = None
+        if once:
+            key = f"{reason}/{rec.node_uid}/{rec.attempt}/{rec.started}/{rec.step}/{rec.held_since}"
         await self.ex.announce.event(
-            self.node, rec.node_uid, reason, message, type_="Warning" if warning else "Normal"
+            self.node, rec.node_uid, reason, message, type_="Warning" if warning else "Normal", once_key=key
         )
 
     # -------------------------------------------------------------- entry
@@ -423,6 +520,9 @@ class _Run:
             assert d.record is not None
             log.info("remediation_resumed", phase=str(d.record.phase), step=str(d.record.phase))
             await self.drive_with_retries(d.record)
+        elif d.kind is DecisionKind.HOLD:
+            assert d.record is not None
+            await self.hold(d.record, d.blocked.reason if d.blocked else d.reason, "next step")
         elif d.kind is DecisionKind.NEEDS_HUMAN:
             await self.park(d.record, d.reason)
         elif d.kind is DecisionKind.FINISH:
@@ -431,40 +531,20 @@ class _Run:
 
     async def start(self, history: History) -> None:
         d = self.decision
-        node = self.node_view()
-        assert d.cls is not None and d.action is not None and d.step is not None
+        rec = d.record  # admitted by ``Executor.submit`` before this task existed
+        assert d.cls is not None and d.action is not None and d.step is not None and rec is not None
         cls = self.ex.classes[d.cls]
-        if node is None:
-            return
-        now = self.ex.clock()
-        step = cls.ladder[d.step]
-        safety = self.ex.policy.safety
-        attempt = history.attempts_since(node.name, now - safety.max_attempts_per_s) + 1
-        rec = Record(
-            node=node.name,
-            node_uid=node.uid,
-            cls=cls.name,
-            step=d.step,
-            action=d.action,
-            phase=Phase.STARTED,
-            attempt=attempt,
-            started=now,
-            step_started=now,
-            deadline=now + step.timeout_s if step.timeout_s is not None else None,
-            reason=d.reason,
-            provider_id=node.provider_id,
-            boot_id_before=node.boot_id,
-        )
         # History first: an attempt that crashed before its record counts against rate limits
         # (conservative) rather than being forgotten.
-        await self.append_history(HistoryEvent(now, d.action, node.name, attempt_start=True), step="history")
+        event = HistoryEvent(rec.started, d.action, rec.node, attempt_start=True)
+        await self.append_history(event, step="history")
         rec = await self.write(rec, "record")
-        log.info("remediation_started", step="start", reason=d.reason, attempt=attempt)
+        log.info("remediation_started", step="start", reason=d.reason, attempt=rec.attempt)
         await self.event(
             rec, "RemediationStarted", f"{d.action} (step {d.step + 1} of class {cls.name}): {d.reason}"
         )
         self.ex.announce.notify(
-            "started", f"{d.action}: {d.reason}", node=node.name, cls=cls.name, action=str(d.action)
+            "started", f"{d.action}: {d.reason}", node=rec.node, cls=cls.name, action=str(d.action)
         )
         await self.drive_with_retries(rec)
 
@@ -476,7 +556,8 @@ class _Run:
         node = self.node_view()
         if cls is None or node is None:
             return
-        now = self.ex.clock()
+        event = self.ex._escalations.get(self.node) or HistoryEvent(self.ex.clock(), d.action, node.name)
+        now = event.ts
         step = cls.ladder[d.step]
         rec = replace(
             old,
@@ -487,10 +568,11 @@ class _Run:
             deadline=now + step.timeout_s if step.timeout_s is not None else None,
             reason=d.reason,
             operation_id=None,
+            calls=(),  # a new step: no call of it has been made yet
             boot_id_before=node.boot_id,
             provider_id=node.provider_id,
         )
-        await self.append_history(HistoryEvent(now, d.action, node.name), step="history")
+        await self.append_history(event, step="history")
         rec = await self.write(rec, "record")
         log.info("remediation_escalated", step="escalate", reason=d.reason)
         await self.event(rec, "Escalated", d.reason, warning=True)
@@ -499,7 +581,7 @@ class _Run:
 
     async def append_history(self, event: HistoryEvent, *, step: str) -> None:
         await self.guard(step)
-        keep_after = event.ts - _longest_window(self.ex.policy)
+        keep_after = event.ts - longest_window(self.ex.policy)
         await self.ex.kube.append_history([event], keep_after=keep_after)
         if self.ex.dry_run:
             # Compacted like the state ConfigMap, so a long dry run does not grow without bound.
@@ -590,9 +672,9 @@ class _Run:
         if cls.drain.skip:
             log.info("drain_skipped", step="drain")
             return await self.drained(rec)
+        rec = await self.judged(rec, "drain")
         await self.event(rec, "DrainStarted", f"draining (timeout {cls.drain.timeout_s:g}s)")
         self.within_deadline(rec, "drain")
-        await self.guard("drain")
         deadline = self.ex.clock() + cls.drain.timeout_s
         if rec.deadline is not None:
             deadline = min(deadline, rec.deadline)  # the step's timeout covers its drain too
@@ -651,48 +733,19 @@ class _Run:
         return await self.write(replace(rec, phase=Phase.ACTING), "act")
 
     async def act(self, rec: Record, cls: NodeClass) -> Record | None:
+        """The step's destructive cloud call, at most once.
+
+        Its intent (the call's name in ``Record.calls``) is durable before the call is made. A
+        recorded operation id is polled, never repeated. An intent without an operation id means
+        the call may have gone out (a crash, a lost answer): the outcome is verified by state
+        (replacement joining, bootID, health) until the step's deadline, never sent again.
+        """
         cloud = self.ex.cloud
         if cloud is None:
             await self.park(rec, f"no cloud provider for {rec.action}")
             return None
-        kind = OperationKind(str(rec.action))
-        if rec.operation_id is None:
-            if rec.provider_id is None:
-                await self.park(rec, "the node has no providerID")
-                return None
-            instance_id = rec.instance_id
-            if instance_id is None:
-                instance_id = (await cloud.resolve(rec.provider_id)).id
-            elif rec.phase is Phase.ACTING and rec.action is Action.REPLACE:
-                # Crashed between the recorded intent and learning the operation id: a replace
-                # whose instance is already going away was made; never terminate twice.
-                instance = await cloud.resolve(rec.provider_id)
-                if await cloud.instance_state(instance) in _GONE_STATES:
-                    log.info("replace_already_requested", step="act", instance=instance.id)
-                    return await self.write(replace(rec, phase=Phase.VERIFYING), "verify")
-            elif rec.phase is Phase.ACTING and rec.action is Action.REBOOT:
-                # Crashed between the recorded intent and learning the operation id: a boot ID
-                # that changed since the record says the reboot went out; do not reboot twice.
-                node = self.node_view()
-                if (
-                    node is not None
-                    and rec.boot_id_before is not None
-                    and node.boot_id is not None
-                    and node.boot_id != rec.boot_id_before
-                ):
-                    log.info("reboot_already_happened", step="act", boot_id=node.boot_id)
-                    return await self.write(replace(rec, phase=Phase.VERIFYING), "verify")
-            rec = await self.write(replace(rec, phase=Phase.ACTING, instance_id=instance_id), "act")
-            target = Target(rec.node, rec.node_uid, rec.provider_id or "", instance_id)
-            self.within_deadline(rec, "act")
-            await self.guard("act")
-            op = await cloud.act(kind, target, (self.step_of(rec, cls).command or ""))
-            rec = await self.write(replace(rec, operation_id=op.to_str()), "act")
-            await self.event(
-                rec, _ACT_REASON[rec.action], f"{rec.action} of instance {instance_id}: operation {op.id}"
-            )
-            log.info("cloud_action_requested", step="act", instance=instance_id, operation=op.id)
-        else:
+        call = str(rec.action)
+        if rec.operation_id is not None:
             try:
                 op = Operation.from_str(rec.operation_id)
             except ValueError as exc:
@@ -701,26 +754,106 @@ class _Run:
                     rec, f"the recorded {rec.action} operation cannot be read ({exc}); not repeating it"
                 )
                 return None
+            if rec.instance_id is not None and op.instance_id != rec.instance_id:
+                await self.park(
+                    rec,
+                    f"the recorded {rec.action} operation names instance {op.instance_id}, "
+                    f"the record {rec.instance_id}; not following it",
+                )
+                return None
             log.info("cloud_operation_resumed", step="act", operation=op.id)
-        state = await self.wait_operation(op, rec)
-        if state is None:
+        elif rec.sent(call):
+            return await self.unproven(rec, call)
+        else:
+            if rec.provider_id is None:
+                await self.park(rec, "the node has no providerID")
+                return None
+            instance_id = rec.instance_id or (await cloud.resolve(rec.provider_id)).id
+            rec = await self.judged(rec, "act")
+            self.within_deadline(rec, "act")
+            # The intent, durable before the call (the write re-checks the lease and the gates
+            # first): from here on the call is never sent again.
+            rec = await self.write(
+                replace(rec, phase=Phase.ACTING, instance_id=instance_id, calls=(*rec.calls, call)), "act"
+            )
+            target = Target(rec.node, rec.node_uid, rec.provider_id or "", instance_id)
+            try:
+                op = await cloud.act(OperationKind(call), target, (self.step_of(rec, cls).command or ""))
+            except AmbiguousOutcome as exc:
+                log.warning("cloud_action_ambiguous", step="act", instance=instance_id, error=str(exc))
+                return await self.unproven(rec, call)
+            except (RequestRejected, DeadlineExceeded, Fenced, *_IDENTITY_ERRORS) as exc:
+                # A refusal: nothing ran. Withdraw the intent so a retry may send it (a crash
+                # before this write leaves it in place: then the step waits for proof and
+                # escalates, which is safe).
+                await self.withdraw(rec, call, exc)
+                raise
+            rec = await self.write(replace(rec, operation_id=op.to_str()), "act")
+            await self.event(
+                rec, _ACT_REASON[rec.action], f"{rec.action} of instance {instance_id}: operation {op.id}"
+            )
+            log.info("cloud_action_requested", step="act", instance=instance_id, operation=op.id)
+        status = await self.wait_operation(op, rec)
+        if status is None:
             return None  # deadline passed while pending: the planner escalates
-        if state[0] is OperationState.FAILED:
-            await self.fail(rec, f"{rec.action} operation failed: {state[1]}")
+        if status.state is OperationState.FAILED:
+            await self.fail(rec, f"{rec.action} operation failed: {status.detail}")
             return None
+        if status.follow_up == "capacity":
+            return await self.restore_capacity(rec, op)
+        return await self.write(replace(rec, phase=Phase.VERIFYING), "verify")
+
+    async def restore_capacity(self, rec: Record, deleted: Operation) -> Record | None:
+        """A scale set VM was deleted: its capacity is given back once, with its own intent."""
+        cloud = self.ex.cloud
+        assert cloud is not None
+        if rec.sent("capacity"):
+            return await self.unproven(rec, "capacity")
+        rec = await self.judged(rec, "capacity")
+        self.within_deadline(rec, "capacity")
+        rec = await self.write(replace(rec, calls=(*rec.calls, "capacity")), "capacity")
+        try:
+            op = await cloud.follow_up(deleted, "capacity")
+        except AmbiguousOutcome as exc:
+            log.warning("cloud_action_ambiguous", step="capacity", error=str(exc))
+            return await self.unproven(rec, "capacity")
+        except (RequestRejected, DeadlineExceeded, Fenced) as exc:
+            await self.withdraw(rec, "capacity", exc)
+            raise
+        if op is None:
+            return await self.write(replace(rec, phase=Phase.VERIFYING), "verify")
+        rec = await self.write(replace(rec, operation_id=op.to_str()), "capacity")
+        status = await self.wait_operation(op, rec)
+        if status is None:
+            return None
+        if status.state is OperationState.FAILED:
+            await self.fail(rec, f"capacity restore failed: {status.detail}")
+            return None
+        return await self.write(replace(rec, phase=Phase.VERIFYING), "verify")
+
+    async def withdraw(self, rec: Record, call: str, exc: Exception) -> None:
+        log.info("cloud_action_refused", step="act", call=call, error=str(exc))
+        with contextlib.suppress(Halt, KubeError):
+            await self.write(replace(rec, calls=tuple(c for c in rec.calls if c != call)), "withdraw")
+
+    async def unproven(self, rec: Record, call: str) -> Record | None:
+        """The call may have gone out and its answer is unknown: verify by state, never re-send.
+        Verification is what the VERIFYING phase does anyway (a replacement joining, a changed
+        bootID, health back); without proof the step deadline escalates."""
+        log.info("cloud_action_unproven", step="act", call=call)
         return await self.write(replace(rec, phase=Phase.VERIFYING), "verify")
 
     def step_of(self, rec: Record, cls: NodeClass) -> Step:
         return cls.ladder[min(rec.step, len(cls.ladder) - 1)]
 
-    async def wait_operation(self, op: Operation, rec: Record) -> tuple[OperationState, str] | None:
+    async def wait_operation(self, op: Operation, rec: Record) -> OperationStatus | None:
         cloud = self.ex.cloud
         assert cloud is not None
         while True:
             status = await cloud.operation_status(op)
             if status.done:
                 log.info("cloud_operation_done", step="act", state=str(status.state), detail=status.detail)
-                return status.state, status.detail
+                return status
             now = self.ex.clock()
             if rec.deadline is not None and now >= rec.deadline:
                 return None
@@ -742,7 +875,7 @@ class _Run:
                 log.info("replacement_joined", step="verify", replacement=old.name, in_place=True)
                 await self.finish(rec, "succeeded", "reimaged in place")
                 return
-            joined = self.replacement(rec, cls, rules)
+            joined = await self.replacement(rec, cls, rules)
             if joined is not None:
                 break
             if rec.deadline is not None and self.ex.clock() >= rec.deadline:
@@ -770,18 +903,18 @@ class _Run:
             and classify(node, rules, self.ex.clock()).state is HealthState.HEALTHY
         )
 
-    def replacement(self, rec: Record, cls: NodeClass, rules: CompiledRules) -> NodeView | None:
+    async def replacement(self, rec: Record, cls: NodeClass, rules: CompiledRules) -> NodeView | None:
         """A node of the class, created after the step started, Ready and healthy, and not the
-        replacement of another node already."""
+        replacement of another node already. The claim is durable (one object per new node in
+        our namespace, created once): a new node verifies at most one replace, ever, across
+        restarts and failovers."""
         now = self.ex.clock()
-        nodes = self.ex.nodes.snapshot()
-        claimed = self.ex.replacements
-        for uid in claimed.keys() - {node.uid for node in nodes}:
-            del claimed[uid]  # gone again: no longer anyone's replacement
-        for node in nodes:
+        ledger = self.ex.ledger
+        for node in self.ex.nodes.snapshot():
             if node.uid == rec.node_uid or not node.ready:
                 continue
-            if claimed.get(node.uid, self.node) != self.node:
+            holder = ledger.claim_holder(node.uid)
+            if holder is not None and holder != self.node:
                 continue
             if classify(node, rules, now).state is not HealthState.HEALTHY:
                 continue
@@ -789,8 +922,10 @@ class _Run:
             if born is None or born < rec.step_started:
                 continue
             found = self.ex.class_index.lookup(node.labels)
-            if found is not None and found.name == cls.name:
-                claimed[node.uid] = self.node
+            if found is None or found.name != cls.name:
+                continue
+            await self.guard("claim")
+            if await ledger.claim(node.uid, node.name, self.node):
                 return node
         return None
 
@@ -799,9 +934,6 @@ class _Run:
     async def fail(self, rec: Record, reason: str) -> None:
         """This step failed: record FAILED; the planner escalates (or parks) on the next pass."""
         log.warning("remediation_step_failed", step=str(rec.phase), reason=reason)
-        if self.node_view() is None:
-            self.ex.records[self.node] = replace(rec, phase=Phase.FAILED, reason=reason)
-            return
         await self.write(replace(rec, phase=Phase.FAILED, reason=reason), "fail")
 
     async def identity_refused(self, rec: Record, exc: Exception) -> None:
@@ -834,10 +966,7 @@ class _Run:
         else:
             was_in_flight = rec.in_flight
             rec = replace(rec, phase=Phase.NEEDS_HUMAN, reason=reason, deadline=None)
-        if node is not None and node.uid == rec.node_uid:
-            await self.write(rec, "needs-human", allow_paused=True)
-        else:
-            self.ex.records[self.node] = rec
+        await self.write(rec, "needs-human", allow_paused=True)
         log.warning("remediation_needs_human", step="needs-human", reason=reason)
         await self.event(rec, "NeedsHuman", reason, warning=True)
         self.ex.announce.notify("needsHuman", reason, node=self.node, cls=rec.cls, action=str(rec.action))
@@ -853,7 +982,9 @@ class _Run:
                     "RebootVerified",
                     f"bootID changed ({rec.boot_id_before} -> {node.boot_id}) and Ready",
                 )
-            if rec.cordoned_by_us or node.cordoned_by == CORDONED_BY_US:
+            # Released to a human (excluded mid-remediation): the node stays exactly as it is,
+            # our cordon included; it is theirs now.
+            if result != "released" and (rec.cordoned_by_us or node.cordoned_by == CORDONED_BY_US):
                 await self.guard("uncordon")
                 if await self.ex.kube.uncordon(self.node):
                     await self.event(rec, "Uncordoned", "remediation over: uncordoned")
@@ -861,24 +992,20 @@ class _Run:
 
     async def close(self, rec: Record, result: FinishResult, reason: str, *, node_gone: bool) -> None:
         node = self.node_view()
-        if not node_gone and node is not None and node.record_json is not None:
-            await self.guard("clear-record")
-            try:
-                await self.ex.kube.write_record(self.node, None, expected_uid=node.uid)
-            except (NotFound, NodeIdentityChanged):
-                pass  # the node went away meanwhile: nothing left to clear
-        self.ex.records.pop(self.node, None)
-        # Until the cache shows the record cleared, a plan would see it and finish it again.
-        self.ex.closed[self.node] = rec
-        self.rec = None
-        log.info("remediation_finished", step="finish", result=result, reason=reason)
         success = result in ("succeeded", "recovered")
+        await self.guard("clear-record", allow_paused=True)
+        # Told before the record goes (a crash in between finishes it again; the Event is keyed
+        # so that it is posted once), so the end of a remediation is never lost.
         await self.event(
             rec,
             "RemediationSucceeded" if success else "RemediationFailed",
             f"{rec.action} {result}: {reason}",
             warning=not success,
+            once=True,
         )
+        await self.ex.ledger.close(rec, node_uid=None if node_gone or node is None else node.uid)
+        self.rec = None
+        log.info("remediation_finished", step="finish", result=result, reason=reason)
         self.ex.announce.notify(
             "succeeded" if success else "failed",
             f"{rec.action} {result}: {reason}",
@@ -905,7 +1032,7 @@ _ACT_REASON = {
 }
 
 
-def _longest_window(policy: Policy) -> float:
+def longest_window(policy: Policy) -> float:
     safety = policy.safety
     return max([safety.max_attempts_per_s, *(limit.per_s for limit in safety.rate_limits)])
 

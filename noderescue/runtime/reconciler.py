@@ -23,8 +23,7 @@ from typing import Protocol
 import structlog
 from structlog.contextvars import bound_contextvars
 
-from noderescue.adapters.kube import KubeError, MalformedRecord, record_from_json
-from noderescue.adapters.kube.records import progress_key
+from noderescue.adapters.kube import KubeError
 from noderescue.core.model import (
     Blocked,
     Decision,
@@ -41,7 +40,7 @@ from noderescue.core.model import (
 )
 from noderescue.core.planner import UNMATCHED, plan
 from noderescue.metrics import Metrics
-from noderescue.runtime.executor import Executor, Fence
+from noderescue.runtime.executor import Executor, Fence, longest_window
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +53,8 @@ PAUSED_RECHECK_S = 5.0
 # safety re-plan.
 STALE_RECHECK_S = 2.0
 STATE_TIMEOUT_S = 10.0
+# A standby plans for metrics and /status only: it re-reads the record store this often.
+STANDBY_REFRESH_S = 10.0
 # Gates that say "the picture is wrong" rather than "this node must wait": a ShortCircuit Event.
 _SCOPE_GATES = frozenset({Gate.SHORT_CIRCUIT, Gate.ZONE, Gate.STALE_VIEW})
 
@@ -101,6 +102,7 @@ class Reconciler:
         min_pass_interval_s: float = 0.05,
         paused_recheck_s: float = PAUSED_RECHECK_S,
         stale_recheck_s: float = STALE_RECHECK_S,
+        standby_refresh_s: float = STANDBY_REFRESH_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.cluster = cluster
@@ -125,9 +127,11 @@ class Reconciler:
         self._blocked: dict[str, Gate] = {}  # node -> gate that held it last pass (change detection)
         self._tripped: frozenset[tuple[str, Gate]] = frozenset()
         self._said: dict[str, str] = {}  # node -> the decision logged last pass (say changes only)
-        self._malformed: dict[str, str] = {}  # node -> malformed record text already logged
         self._labelled: dict[str, set[tuple[str, ...]]] = {}  # metric -> label sets we set
         self._side_tasks: set[asyncio.Task[None]] = set()
+        self.standby_refresh_s = standby_refresh_s
+        self._records_read_at = 0.0
+        self._loaded_as_leader = False
 
     # ------------------------------------------------------------------ the loop
 
@@ -191,54 +195,40 @@ class Reconciler:
             self._state_ok = False
             log.warning("state_load_failed", error=str(exc) or type(exc).__name__)
 
-    def records(self, nodes: tuple[NodeView, ...]) -> dict[str, Record]:
-        out: dict[str, Record] = {}
-        for node in nodes:
-            if node.record_json is None:
-                continue
-            try:
-                out[node.name] = record_from_json(node.record_json, node.name)
-            except MalformedRecord as exc:
-                if self._malformed.get(node.name) != node.record_json:
-                    self._malformed[node.name] = node.record_json
-                    log.warning("record_malformed_skipped", node=node.name, error=str(exc))
-        present = {node.name for node in nodes}
-        executor = self.executor
-        for name, closed in list(executor.closed.items()):
-            seen = out.get(name)
-            if seen is None:
-                del executor.closed[name]  # the cache saw the record cleared (or the Node go)
-            elif progress_key(seen) <= progress_key(closed):
-                del out[name]  # the cache still shows a remediation that is over
-            else:
-                del executor.closed[name]  # a newer remediation started since
-        for name, rec in list(executor.records.items()):
-            seen = out.get(name)
-            # The executor's copy is the newest while the cache lags behind its writes, the only
-            # one for Nodes that are gone, and in dry-run the only one at all.
-            if (
-                self.dry_run
-                or name not in present
-                or executor.busy(name)
-                or seen is None
-                or progress_key(seen) < progress_key(rec)
-            ):
-                out[name] = rec
-            else:
-                del executor.records[name]  # the annotation caught up
-        return out
+    async def load_records(self, acting: bool) -> None:
+        """Records come from the ledger. A leader loads the store once when it takes over (from
+        then on its own writes keep the ledger current); a standby re-reads it now and then."""
+        ledger = self.executor.ledger
+        now = self.clock()
+        if acting and self._loaded_as_leader:
+            return
+        if not acting and ledger.loaded and now - self._records_read_at < self.standby_refresh_s:
+            return
+        try:
+            async with asyncio.timeout(STATE_TIMEOUT_S):
+                await ledger.load()
+        except (KubeError, TimeoutError) as exc:
+            self._state_ok = False
+            log.warning("records_load_failed", error=str(exc) or type(exc).__name__)
+            return
+        self._records_read_at = now
+        self._loaded_as_leader = acting
 
     async def run_pass(self) -> PassResult:
         self.cache.changed.clear()
         self.wake.clear()
         self.executor.forget_expired_halts()
         await self.load_state()
+        acting = self.leading
+        if not acting:
+            self._loaded_as_leader = False
+        await self.load_records(acting)
+        if not self.executor.ledger.loaded:
+            self._state_ok = False  # without the records nothing may be decided
         now = self.clock()
         nodes = self.cache.snapshot()
-        records = self.records(nodes)
-        history = self._history
-        if self.executor.history:
-            history = History(tuple(sorted((*history.events, *self.executor.history), key=lambda e: e.ts)))
+        records = self.executor.ledger.records()
+        history = self._merged_history(now)
         snapshot = Snapshot(
             nodes=nodes,
             synced_at=self.cache.synced_at,
@@ -246,19 +236,50 @@ class Reconciler:
             pause=self._pause,
         )
         result = plan(snapshot, records, history, self.policy, now)
-        acting = self.leading
         self._log_decisions(result, acting)
         if acting:
             for decision in result.decisions:
                 if decision.kind is not DecisionKind.SKIP:
                     self.executor.submit(decision, history=history)
             if not any(b.gate is Gate.STALE_VIEW for _, b in result.tripped):
-                self.executor.release_leftover_cordons(nodes, records)
+                self.executor.release_leftover_cordons(nodes)
             self._announce_gates(result)
         self._update_metrics(result, records, acting)
         self.passes += 1
         self.last = PassResult(result, records, acting, now)
         return self.last
+
+    def _merged_history(self, now: float) -> History:
+        """Stored history, plus events appended (or about to be) that the stored copy does not
+        show yet, plus dry-run's in-memory events: a slot taken is counted from admission on."""
+        ledger = self.executor.ledger
+        if self._state_ok:
+            ledger.history_seen(self._history.events, now - longest_window(self.policy))
+        extra = {*ledger.pending_history(), *self.executor.history} - set(self._history.events)
+        if not extra:
+            return self._history
+        return History(tuple(sorted((*self._history.events, *extra), key=lambda e: e.ts)))
+
+    async def judge(self, node: str) -> str | None:
+        """Re-judge one in-flight remediation's scopes now (stale view, pause, short-circuit of
+        class and cluster, zone), on a plan made from the current view: why it must be held, or
+        None. Called right before a drain or a destructive cloud call, not once per pass."""
+        reason = await self.recheck()
+        if reason is not None:
+            return reason
+        now = self.clock()
+        snapshot = Snapshot(
+            nodes=self.cache.snapshot(),
+            synced_at=self.cache.synced_at,
+            reachable=self.cache.reachable and self._state_ok,
+            pause=self._pause,
+        )
+        fresh = plan(snapshot, self.executor.ledger.records(), self._merged_history(now), self.policy, now)
+        for decision in fresh.decisions:
+            if decision.node == node and decision.kind is DecisionKind.HOLD:
+                blocked = decision.blocked
+                return f"{blocked.gate}: {blocked.reason}" if blocked else decision.reason
+        return None
 
     async def recheck(self, *, allow_paused: bool = False) -> str | None:
         """The executor's re-check of the gates that change under a running remediation."""

@@ -46,8 +46,18 @@ class KubeActions(Protocol):
     async def write_record(self, node: str, record: Record | None, *, expected_uid: str) -> None: ...
 
     async def emit_event(
-        self, node: str, node_uid: str, reason: str, message: str, *, type_: EventType = "Normal"
-    ) -> None: ...
+        self,
+        node: str,
+        node_uid: str,
+        reason: str,
+        message: str,
+        *,
+        type_: EventType = "Normal",
+        once_key: str | None = None,
+    ) -> None:
+        """``once_key``: the Event is posted at most once for this key (a deterministic object
+        name; a second post, e.g. after a crash and a restart, finds it and posts nothing)."""
+        ...
 
     async def append_history(self, events: Sequence[HistoryEvent], *, keep_after: float) -> History: ...
 
@@ -83,9 +93,16 @@ class KubeAdapter:
         await write_record(self.api, node, record, expected_uid=expected_uid)
 
     async def emit_event(
-        self, node: str, node_uid: str, reason: str, message: str, *, type_: EventType = "Normal"
+        self,
+        node: str,
+        node_uid: str,
+        reason: str,
+        message: str,
+        *,
+        type_: EventType = "Normal",
+        once_key: str | None = None,
     ) -> None:
-        await self.events.emit(node, node_uid, reason, message, type_=type_)
+        await self.events.emit(node, node_uid, reason, message, type_=type_, once_key=once_key)
 
     async def append_history(self, events: Sequence[HistoryEvent], *, keep_after: float) -> History:
         return await self.state.append(events, keep_after=keep_after)
@@ -156,7 +173,14 @@ class DryRunKubeActions:
         self._record("write_record", node=node, record=record, expected_uid=expected_uid)
 
     async def emit_event(
-        self, node: str, node_uid: str, reason: str, message: str, *, type_: EventType = "Normal"
+        self,
+        node: str,
+        node_uid: str,
+        reason: str,
+        message: str,
+        *,
+        type_: EventType = "Normal",
+        once_key: str | None = None,
     ) -> None:
         self._record("emit_event", node=node, node_uid=node_uid, reason=reason, message=message, type_=type_)
 

@@ -13,6 +13,7 @@ like client-go's recorder we send the legacy fields (count, first/lastTimestamp)
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import socket
 import time
@@ -24,7 +25,7 @@ from typing import Literal
 import structlog
 from kubernetes_asyncio.client import ApiClient
 
-from noderescue.adapters.kube.errors import KubeError, NotFound
+from noderescue.adapters.kube.errors import Conflict, KubeError, NotFound
 from noderescue.adapters.kube.nodeview import format_time
 from noderescue.adapters.kube.transport import STRATEGIC_MERGE_PATCH, request_json
 
@@ -63,21 +64,31 @@ class EventRecorder:
         self.aggregated = 0  # count bumps
 
     async def emit(
-        self, node: str, node_uid: str, reason: str, message: str, *, type_: EventType = "Normal"
+        self,
+        node: str,
+        node_uid: str,
+        reason: str,
+        message: str,
+        *,
+        type_: EventType = "Normal",
+        once_key: str | None = None,
     ) -> None:
+        """``once_key``: post at most once per key, across processes and restarts: the Event gets a
+        name derived from the key, and a post that finds it already there posts nothing (the end of
+        a remediation is told once even when a crash made the daemon finish it twice)."""
         key = (node, node_uid, reason, message, type_)
         # One emit at a time: two concurrent repeats must not both create a new Event.
         async with self._lock:
             try:
-                await self._emit(key)
+                await self._emit(key, once_key)
             except KubeError as exc:
                 log.warning("event_post_failed", node=node, reason=reason, error=str(exc))
 
-    async def _emit(self, key: tuple[str, str, str, str, str]) -> None:
+    async def _emit(self, key: tuple[str, str, str, str, str], once_key: str | None) -> None:
         node, node_uid, reason, message, type_ = key
         now = self._clock()
         seen = self._seen.get(key)
-        if seen is not None and now - seen.last <= self._window:
+        if once_key is None and seen is not None and now - seen.last <= self._window:
             patch = {"count": seen.count + 1, "lastTimestamp": format_time(now)}
             try:
                 await request_json(
@@ -95,7 +106,7 @@ class EventRecorder:
                 self._seen.move_to_end(key)
                 self.aggregated += 1
                 return
-        name = f"{node}.{time.time_ns():x}"
+        name = f"{node}.{time.time_ns():x}" if once_key is None else _once_name(node, once_key)
         body = {
             "apiVersion": "v1",
             "kind": "Event",
@@ -111,9 +122,21 @@ class EventRecorder:
             "reportingComponent": COMPONENT,
             "reportingInstance": self._instance,
         }
-        await request_json(self._api, "POST", f"/api/v1/namespaces/{self._namespace}/events", body=body)
+        try:
+            await request_json(self._api, "POST", f"/api/v1/namespaces/{self._namespace}/events", body=body)
+        except Conflict:
+            if once_key is None:
+                raise
+            log.info("event_already_posted", node=node, reason=reason)
+            return
         self.posted += 1
         self._seen[key] = _Seen(name=name, count=1, last=now)
         self._seen.move_to_end(key)
         while len(self._seen) > self._max:
             self._seen.popitem(last=False)
+
+
+def _once_name(node: str, once_key: str) -> str:
+    """A valid, deterministic Event name (DNS subdomain, <= 253 characters) for ``once_key``."""
+    digest = hashlib.sha256(f"{node}\0{once_key}".encode()).hexdigest()[:20]
+    return f"{node[:200]}.once-{digest}"

@@ -78,6 +78,13 @@ class LeaderElector:
         """True only while the lease is surely ours: call right before every mutating step."""
         return self._leader and self._clock() < self._renewed_at + self._renew_deadline_s
 
+    def remaining_s(self) -> float:
+        """How much longer the lease is surely ours (<= 0: not held). The cloud layer bounds each
+        attempt of a mutating call by it, so no attempt can land after a standby took over."""
+        if not self._leader:
+            return 0.0
+        return self._renewed_at + self._renew_deadline_s - self._clock()
+
     async def run(self) -> None:
         """Acquire, then keep renewing; after losing it, try to acquire again. Until cancelled."""
         while True:
