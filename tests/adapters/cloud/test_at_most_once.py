@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from noderescue import failpoints
 from noderescue.adapters.cloud.aws import AwsProvider
 from noderescue.adapters.cloud.azure import AzureProvider
 from noderescue.adapters.cloud.base import (
@@ -360,3 +361,92 @@ async def test_azure_attempt_is_bounded_by_the_lease(azure_world: World) -> None
         assert len(applied(azure_world, "restart")) == 1
     finally:
         await provider.close()
+
+
+# ---- failpoints and the SDKs' own retries ------------------------------------------------------
+
+
+@pytest.mark.parametrize(("point", "applied_calls"), [("before", 0), ("after", 1)])
+async def test_failpoints_sit_right_before_and_after_the_call(
+    aws_world: World, tmp_path: Path, point: str, applied_calls: int
+) -> None:
+    provider = make_aws(aws_world)
+    trace = tmp_path / "trace"
+    try:
+        instance = await aws_instance(aws_world, provider, "gpu-1")
+        failpoints.arm(f"cloud.aws.reboot.{point}=raise", trace=str(trace))
+        try:
+            with pytest.raises(failpoints.FailpointError):
+                await provider.reboot(instance)
+        finally:
+            failpoints.arm("")
+        assert len(applied(aws_world, "RebootInstances")) == applied_calls
+        reached = trace.read_text().split()
+        assert reached == ["cloud.aws.reboot.before"] + (
+            ["cloud.aws.reboot.after"] if point == "after" else []
+        )
+    finally:
+        await provider.close()
+
+
+async def test_every_aws_destructive_call_passes_its_failpoints(aws_world: World, tmp_path: Path) -> None:
+    provider = make_aws(aws_world)
+    trace = tmp_path / "trace"
+    failpoints.arm("", trace=str(trace))
+    try:
+        instance = await aws_instance(aws_world, provider, "gpu-1")
+        aws_world.faults.add_fault(FaultSpec(api="aws", call="RebootInstances", error=429))
+        await provider.repair(instance, "true")
+        await provider.reboot(instance)  # refused once: two attempts
+        await provider.replace(instance)
+    finally:
+        failpoints.arm("")
+        await provider.close()
+    assert trace.read_text().split() == [
+        "cloud.aws.send_command.before",
+        "cloud.aws.send_command.after",
+        "cloud.aws.reboot.before",
+        "cloud.aws.reboot.after",
+        "cloud.aws.reboot.before",
+        "cloud.aws.reboot.after",
+        "cloud.aws.terminate.before",
+        "cloud.aws.terminate.after",
+    ]
+
+
+async def test_every_azure_destructive_call_passes_its_failpoints(azure_world: World, tmp_path: Path) -> None:
+    trace = tmp_path / "trace"
+    reimaging, deleting = make_azure(azure_world), make_azure(azure_world, replace_mode="delete")
+    failpoints.arm("", trace=str(trace))
+    try:
+        await _run_command(azure_world, reimaging)
+        await _restart(azure_world, reimaging)
+        await _reimage(azure_world, reimaging)
+        await _capacity(azure_world, deleting)
+    finally:
+        failpoints.arm("")
+        await reimaging.close()
+        await deleting.close()
+    calls = ["run_command", "restart", "reimage", "delete", "capacity"]
+    assert trace.read_text().split() == [f"cloud.azure.{c}.{w}" for c in calls for w in ("before", "after")]
+
+
+async def test_no_sdk_layer_sends_a_request_again(aws_world: World, tmp_path: Path) -> None:
+    """botocore makes one attempt per call (and hands urllib3 no retries); azure-core's retry
+    policy, in the client's one pipeline that the initial requests of LROs, the reads and the
+    operation polls (``send_request``) all go through, makes none. The matrix above is the
+    behavioural witness for the mutating calls."""
+    aws = make_aws(aws_world)
+    try:
+        for client in (aws._asg, aws._ec2, aws._ssm):
+            config: Any = client.meta.config
+            assert config.retries == {"mode": "standard", "total_max_attempts": 1}
+            assert config.read_timeout == ATTEMPT_S
+    finally:
+        await aws.close()
+    async with World.start("azure-workers", out_dir=tmp_path / "azure", run_events=False) as world:
+        azure = make_azure(world)
+        try:
+            assert azure._client._config.retry_policy.total_retries == 0
+        finally:
+            await azure.close()
