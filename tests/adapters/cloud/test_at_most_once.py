@@ -357,7 +357,7 @@ async def test_azure_attempt_is_bounded_by_the_lease(azure_world: World) -> None
         started = time.monotonic()
         with pytest.raises(AmbiguousOutcome):
             await _restart(azure_world, provider)
-        assert 1.2 < time.monotonic() - started < 3.0
+        assert 1.2 < time.monotonic() - started < 10.0  # the lease, not the 30 s attempt bound
         assert len(applied(azure_world, "restart")) == 1
     finally:
         await provider.close()
