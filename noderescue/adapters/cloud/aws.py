@@ -133,7 +133,8 @@ def classify_aws_error(exc: Exception) -> Failure:
         return Failure(CloudUnavailable(f"no AWS credentials: {exc}"), FailureKind.FAILED, "client_error")
     if isinstance(exc, BotoCoreError):
         return Failure(RequestRejected(f"request: {exc}"), FailureKind.FAILED, "client_error")
-    return Failure(CloudError(f"unexpected {type(exc).__name__}: {exc}"), FailureKind.FAILED, "error")
+    # Unknown: it may have happened after the request went out. Assume it did.
+    return Failure(CloudError(f"unexpected {type(exc).__name__}: {exc}"), FailureKind.AMBIGUOUS, "error")
 
 
 class AwsProvider:

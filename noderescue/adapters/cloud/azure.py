@@ -232,7 +232,8 @@ def classify_azure_error(exc: Exception) -> Failure:
         return Failure(CloudUnavailable(f"connection: {exc}"), FailureKind.REFUSED, "connect_error")
     if isinstance(exc, ServiceRequestError | ServiceResponseError):
         return Failure(CloudUnavailable(f"connection: {exc}"), FailureKind.AMBIGUOUS, "connection_error")
-    return Failure(CloudError(f"unexpected {type(exc).__name__}: {exc}"), FailureKind.FAILED, "error")
+    # Unknown: it may have happened after the request went out. Assume it did.
+    return Failure(CloudError(f"unexpected {type(exc).__name__}: {exc}"), FailureKind.AMBIGUOUS, "error")
 
 
 def _never_sent(exc: ServiceRequestError) -> bool:

@@ -14,7 +14,8 @@ Kinds (``retry.FailureKind``):
   fence (the leader lease is not held: nothing was sent). Retried, reads and mutations alike,
   with backoff until the retry policy's deadline.
 * **ambiguous** -- the request may have been applied: a 5xx, a read timeout, a connection reset
-  or closed after the request went out, the deadline cutting an attempt in flight. Reads retry;
+  or closed after the request went out, the deadline cutting an attempt in flight, an exception
+  no one expected. Reads retry;
   a mutating call raises ``AmbiguousOutcome`` at once and is never sent again.
 * **failed** -- a definite answer that retrying cannot change: not found, validation, permission,
   no credentials. Raised as is (for a mutating call: nothing ran).

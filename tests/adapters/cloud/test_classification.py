@@ -79,7 +79,7 @@ def client_error(status: int, code: str) -> ClientError:
         pytest.param(client_error(403, "UnauthorizedOperation"), FAILED, RequestRejected, id="forbidden"),
         pytest.param(NoCredentialsError(), FAILED, CloudUnavailable, id="no-credentials"),
         pytest.param(ParamValidationError(report="bad"), FAILED, RequestRejected, id="param-validation"),
-        pytest.param(RuntimeError("StopIteration"), FAILED, CloudError, id="unexpected"),
+        pytest.param(RuntimeError("StopIteration"), AMBIGUOUS, CloudError, id="unexpected"),
     ],
 )
 def test_aws_classification(exc: Exception, kind: FailureKind, error: type[CloudError]) -> None:
@@ -155,7 +155,7 @@ CONNECTOR = aiohttp.ClientConnectorError(
         pytest.param(http_error(400, "InvalidParameter"), FAILED, RequestRejected, id="validation"),
         pytest.param(http_error(409, "OperationNotAllowed"), FAILED, RequestRejected, id="conflict"),
         pytest.param(ClientAuthenticationError("no identity"), FAILED, CloudUnavailable, id="no-credential"),
-        pytest.param(ValueError("x"), FAILED, CloudError, id="unexpected"),
+        pytest.param(ValueError("x"), AMBIGUOUS, CloudError, id="unexpected"),
     ],
 )
 def test_azure_classification(exc: Exception, kind: FailureKind, error: type[CloudError]) -> None:
