@@ -114,7 +114,8 @@ def cmd_sim_serve(args: argparse.Namespace) -> int:
         from noderescue.sim.serve import serve
     except ImportError as exc:  # moto/flask/trustme missing: tell which extra brings them
         print(
-            f"noderescue sim needs the 'sim' extra ({exc.name} is missing): pip install 'noderescue[sim]'",
+            f"noderescue sim needs the 'sim' extra ({exc.name} is missing): "
+            "pip install 'noderescue[sim]'",
             file=sys.stderr,
         )
         return EXIT_USAGE
