@@ -374,7 +374,8 @@ class AzureProvider:
                 )
         output = ""
         if token.location and (op.kind is OperationKind.REPAIR or not token.async_url):
-            # The run-command output lives only at the Location URL (FACTS.md).
+            # The run-command output lives only at the Location URL (the Azure-AsyncOperation
+            # status carries none).
             result = await self._get_json("operation.result", token.location)
             if result.body is None:
                 return OperationStatus(

@@ -1,4 +1,4 @@
-"""Dry-run: reads reach the cloud, mutations are only recorded (DESIGN §4: zero mutating calls)."""
+"""Dry-run: reads reach the cloud, mutations are only recorded: dry-run makes zero mutating calls."""
 
 from __future__ import annotations
 
