@@ -120,6 +120,10 @@ class LoadedRecords:
     claims: Mapping[str, Claim] = field(default_factory=dict)  # new node uid -> claim
     malformed: Mapping[str, str] = field(default_factory=dict)  # object name -> why it was skipped
 
+    def claim_holders(self) -> dict[str, str]:
+        """New node uid -> the node whose replace it verified."""
+        return {uid: claim.replaced_node for uid, claim in self.claims.items()}
+
 
 class MalformedClaim(ValueError):
     """A claim object that cannot be read."""

@@ -215,7 +215,9 @@ async def test_a_claim_is_exclusive_across_daemons_and_restarts(
     restarted = RecordStore(api, NS)  # a new process: nothing in memory
     assert await restarted.claim("new-uid", "workers-9", winner) is True  # a retry of the same replace
     assert await restarted.claim("new-uid", "workers-9", loser) is False
-    claims = (await restarted.load()).claims
+    loaded = await restarted.load()
+    assert loaded.claim_holders() == {"new-uid": winner}
+    claims = loaded.claims
     assert set(claims) == {"new-uid"}
     assert claims["new-uid"].replaced_node == winner
     assert claims["new-uid"].new_node == "workers-9"
