@@ -88,8 +88,9 @@ def object_name(prefix: str, key: str) -> str:
     if len(name) <= _NAME_MAX and _VALID_NAME.match(name):
         return name
     digest = hashlib.sha256(key.encode()).hexdigest()[:_HASH_LEN]
-    cleaned = re.sub(r"[^a-z0-9.-]+", "-", key.lower())
-    cleaned = re.sub(r"\.(?=[.-])|-(?=\.)", "", cleaned)  # no empty DNS labels, no "-." / ".-"
+    # Each dot-separated label must start and end with a letter or digit: clean label by label.
+    labels = (label.strip("-") for label in re.sub(r"[^a-z0-9.-]+", "-", key.lower()).split("."))
+    cleaned = ".".join(label for label in labels if label)
     cleaned = cleaned[: _NAME_MAX - len(prefix) - _HASH_LEN - 1].strip(".-")
     return f"{prefix}{cleaned}-{digest}" if cleaned else f"{prefix}{digest}"
 

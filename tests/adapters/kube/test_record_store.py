@@ -383,3 +383,22 @@ async def test_failpoints_frame_the_writes(
         "kube.claim.delete.before",
         "kube.claim.delete.after",
     ]
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        pytest.param("workers-0", id="plain"),
+        pytest.param("Workers_0", id="upper-and-underscore"),
+        pytest.param("zbf@-.e..x-", id="empty-and-dashed-labels"),
+        pytest.param("-.-", id="nothing-valid"),
+        pytest.param("a" * 300, id="too-long"),
+        pytest.param("ip-10-0-0-1." + "x" * 240 + ".-tail", id="long-with-dot-dash"),
+    ],
+)
+async def test_every_node_name_maps_to_an_object_the_api_server_accepts(api: KubeClient, key: str) -> None:
+    record = make_record(key, "uid-odd")
+    await RecordStore(api, NS).put(record)  # the emulator validates names as the API server does
+    assert (await RecordStore(api, NS).load()).records == {key: record}
+    assert await RecordStore(api, NS).claim(key, "n", "r") is True
+    assert record_object_name(key) != record_object_name(key + "x")
