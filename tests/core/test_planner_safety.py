@@ -137,6 +137,36 @@ def test_a_replacement_joining_counts_once_with_the_replace_it_belongs_to() -> N
     assert kinds(result) == {"a": DecisionKind.CONTINUE, "b": DecisionKind.CONTINUE}
 
 
+def test_replacement_of_a_missing_node_counts_once() -> None:
+    # The old node is gone (counted as missing) and its replacement is joining: one remediation.
+    # 40% of 5 expected nodes allows 2; b is bad: 2 unhealthy, b may start.
+    rec = record("gone", phase=Phase.VERIFYING, started=NOW - 300)
+    joining = node("r", ready="False", ready_since=NOW - 30, created=NOW - 60)
+    nodes = [bad("b"), joining, node("d"), node("e"), node("f")]
+    pol = policy(node_class(startup_timeout=600.0), max_unhealthy=Quantity(40, percent=True))
+    result = plan(snapshot(*nodes), {"gone": rec}, admitted(rec), pol, NOW)
+    assert kinds(result) == {"gone": DecisionKind.CONTINUE, "b": DecisionKind.START}
+
+
+def test_a_node_that_joined_before_the_replace_started_is_not_its_replacement() -> None:
+    rec = record("gone", phase=Phase.VERIFYING, started=NOW - 300)
+    joining = node("r", ready="False", ready_since=NOW - 30, created=NOW - 400)
+    nodes = [bad("b"), joining, node("d"), node("e"), node("f")]
+    pol = policy(node_class(startup_timeout=600.0), max_unhealthy=Quantity(40, percent=True))
+    result = plan(snapshot(*nodes), {"gone": rec}, admitted(rec), pol, NOW)
+    # gone + r + b = 3 of 6: over 40% (2): the short-circuit holds the replace and b.
+    assert kinds(result) == {"gone": DecisionKind.HOLD, "b": DecisionKind.SKIP}
+
+
+def test_a_replace_that_has_not_acted_yet_has_no_replacement() -> None:
+    ra = record("a", phase=Phase.DRAINING, started=NOW - 300)
+    joining = node("r", ready="False", ready_since=NOW - 30, created=NOW - 60)
+    nodes = [bad("a"), bad("b"), joining, node("d"), node("e"), node("f")]
+    pol = policy(node_class(startup_timeout=600.0), max_unhealthy=Quantity(40, percent=True))
+    result = plan(snapshot(*nodes), {"a": ra}, admitted(ra), pol, NOW)
+    assert kinds(result) == {"a": DecisionKind.HOLD, "b": DecisionKind.SKIP}
+
+
 # --- forged or stale records are parked and hold no slot -----------------------------------------
 
 
