@@ -222,8 +222,8 @@ def test_never_acts_on_excluded_unmatched_or_short_circuited_nodes(
             continue
         assert stale is None and snap.pause is None
         assert f"class/{d.cls}" not in tripped and "cluster" not in tripped
-        view = by_name.get(d.node)
-        assert view is None or view.zone is None or f"zone/{view.zone}" not in tripped
+        held_view = by_name.get(d.node)
+        assert held_view is None or held_view.zone is None or f"zone/{held_view.zone}" not in tripped
 
 
 @settings(max_examples=300, deadline=None)

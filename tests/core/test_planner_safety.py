@@ -228,7 +228,7 @@ def test_admitted_record_holds_its_slot() -> None:
     rec = record("f", phase=Phase.ACTING)
     result = plan(snapshot(bad("f"), bad("b")), {"f": rec}, admitted(rec), policy(max_concurrent=1), NOW)
     assert kinds(result) == {"f": DecisionKind.CONTINUE, "b": DecisionKind.SKIP}
-    assert only(result, "b").blocked.gate is Gate.MAX_CONCURRENT  # type: ignore[union-attr]
+    assert only(result, "b").blocked.gate is Gate.MAX_CONCURRENT
 
 
 def test_history_event_of_another_action_does_not_admit() -> None:
@@ -325,7 +325,7 @@ def test_short_circuit_tripping_under_in_flight_work_holds_it() -> None:
         snapshot(*nodes), {"a": ra}, admitted(ra), policy(max_unhealthy=Quantity(40, percent=True)), NOW
     )
     decision = only(result, "a")
-    assert decision.kind is DecisionKind.HOLD and decision.blocked.gate is Gate.SHORT_CIRCUIT  # type: ignore[union-attr]
+    assert decision.kind is DecisionKind.HOLD and decision.blocked.gate is Gate.SHORT_CIRCUIT
 
 
 def test_missing_node_record_is_held_by_a_short_circuit() -> None:
@@ -347,8 +347,8 @@ def test_missing_node_record_is_held_by_a_short_circuit() -> None:
 )
 def test_pause_and_stale_view_hold_in_flight_work(snap_kw: dict[str, object], gate: Gate) -> None:
     rec = record("a", phase=Phase.DRAINING)
-    decision = only(plan(snapshot(bad("a"), **snap_kw), {"a": rec}, admitted(rec), policy(), NOW), "a")
-    assert decision.kind is DecisionKind.HOLD and decision.blocked.gate is gate  # type: ignore[union-attr]
+    decision = only(plan(snapshot(bad("a"), **snap_kw), {"a": rec}, admitted(rec), policy(), NOW), "a")  # type: ignore[arg-type]
+    assert decision.kind is DecisionKind.HOLD and decision.blocked.gate is gate
 
 
 def test_held_remediation_continues_once_the_gate_clears() -> None:
@@ -368,7 +368,7 @@ def test_failed_step_under_a_tripped_zone_is_not_escalated() -> None:
         NOW,
     )
     decision = only(result, "p")
-    assert decision.kind is DecisionKind.SKIP and decision.blocked.gate is Gate.ZONE  # type: ignore[union-attr]
+    assert decision.kind is DecisionKind.SKIP and decision.blocked.gate is Gate.ZONE
 
 
 # --- exclusion is hands-off -------------------------------------------------------------------------
