@@ -29,7 +29,14 @@ from noderescue.core.windows import is_open, next_opening
 
 @dataclass(slots=True)
 class Scope:
-    """Nodes of a class, a zone or the whole cluster: how many, how many unhealthy."""
+    """Nodes of a class, a zone or the whole cluster: how many, how many unhealthy.
+
+    Counted as Cluster API's MachineHealthCheck counts: a node is unhealthy when a rule matches
+    it (whether or not its ``for`` has elapsed), while it is inside its startup timeout, when it is
+    not Ready (a joining node never counts as healthy), and while a remediation of it is in flight
+    or parked (present or missing). One remediation counts once: the joining replacement of an
+    in-flight replace is not counted beside the node it replaces.
+    """
 
     total: int = 0
     unhealthy: int = 0
@@ -63,9 +70,16 @@ def stale_view(snapshot: Snapshot, safety: Safety, now: float) -> Blocked | None
     return None
 
 
-def pause(pause_state: Pause | None, node: NodeView) -> Blocked | None:
+def paused(pause_state: Pause | None) -> Blocked | None:
     if pause_state is not None:
         return Blocked(Gate.PAUSE, f"cluster paused: {pause_state.reason or 'no reason given'}")
+    return None
+
+
+def pause(pause_state: Pause | None, node: NodeView) -> Blocked | None:
+    blocked = paused(pause_state)
+    if blocked is not None:
+        return blocked
     if node.excluded:
         return Blocked(Gate.EXCLUDED, "node labelled noderescue.io/exclude=true")
     return None

@@ -233,6 +233,10 @@ class Safety:
     rate_limits: tuple[RateLimit, ...] = ()
     max_attempts: int = 3
     max_attempts_per_s: float = 86400.0
+    # How long a remediation may stay held by a tripped gate in total per step. Held time does
+    # not count toward a step's timeout: its deadline moves out by the time held, at most this
+    # much, so a record's deadline is bounded by step start + step timeout + maxHold.
+    max_hold_s: float = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,7 +408,9 @@ class Blocked:
     until: float | None = None  # when the gate can open by itself (rate-limit slot, window)
 
 
-FinishResult = Literal["succeeded", "failed", "recovered"]
+# "released": the node was excluded mid-remediation; the record is closed and the node, cordon
+# included, is left exactly as it is for the human who excluded it.
+FinishResult = Literal["succeeded", "failed", "recovered", "released"]
 
 
 class DecisionKind(enum.StrEnum):
@@ -414,6 +420,9 @@ class DecisionKind(enum.StrEnum):
     FINISH = "finish"  # the node is healthy again: close the record
     NEEDS_HUMAN = "needs-human"  # park it and tell humans
     SKIP = "skip"  # unhealthy, but a gate holds it back
+    # In flight, but a scope gate (stale view, pause, short-circuit, zone) tripped since it was
+    # admitted: do nothing further (our cordon stays) until the gate clears, then continue.
+    HOLD = "hold"
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,7 +433,7 @@ class Decision:
     step: int | None = None  # the ladder step to run (start/escalate) or being run (continue)
     action: Action | None = None
     reason: str = ""
-    blocked: Blocked | None = None  # skip: the gate that holds it
+    blocked: Blocked | None = None  # skip / hold: the gate that holds it
     record: Record | None = None  # the record this decision is about, if any
     result: FinishResult | None = None  # finish
 

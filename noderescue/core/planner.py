@@ -2,11 +2,19 @@
 
 Pure and deterministic: the same inputs give the same plan. The pass runs in three stages:
 
-1. classify every node (first matching class, health) and tally the scopes the gates count;
-2. decide for nodes that have a record (continue, escalate, finish, park) — they hold budget
-   already;
-3. admit new remediations for unhealthy nodes without a record, in name order, through the gates
-   of DESIGN §4; each admitted start updates the tally so later candidates see it.
+1. check every in-flight record against the policy and the history (a record that could not
+   have been written by noderescue under this policy is parked and holds nothing); classify every
+   node (first matching class, health) and tally the scopes the gates count;
+2. decide for nodes that have a record (continue, hold, escalate, finish, park) — they hold
+   budget already;
+3. admit new remediations for unhealthy nodes without a record, in name order, through the
+   gates; each admitted start updates the tally so later candidates see it.
+
+Work in flight is re-judged every pass: when a scope gate (stale view, pause, short-circuit of its
+class or the cluster, its zone) trips after a remediation was admitted, the remediation is held
+(``HOLD``) instead of continued. A remediation counts once in the tallies, exactly as it did
+when it was admitted, so it never trips its own gate: a scope that was within ``maxUnhealthy``
+with it stays within.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from noderescue.core.health import CompiledRules, classify
 from noderescue.core.model import (
     CLOUD_ACTIONS,
     HEALTHY,
+    IN_FLIGHT_PHASES,
     Action,
     Blocked,
     Decision,
@@ -38,6 +47,7 @@ from noderescue.core.model import (
     Record,
     Snapshot,
 )
+from noderescue.core.records import check_record, ladder_hash
 
 UNMATCHED = "-"  # class label for nodes no class selects
 
@@ -67,6 +77,9 @@ class _Pass:
         # The view turning stale is the watch cache's news to deliver (it knows when it last
         # heard from the API server), not a wake-up of the plan.
         self.stale = gates.stale_view(snapshot, policy.safety, now)
+        # Node name -> why its in-flight record is refused (see ``check_record``).
+        self.refused: dict[str, str] = {}
+        self.hashes = {c.name: ladder_hash(c.ladder) for c in policy.classes}
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -129,8 +142,10 @@ def _tally(p: _Pass, entry: _Entry) -> None:
     """Count one node into the scopes the gates read."""
     tally = p.tally
     rec = entry.record
-    if rec is not None and rec.node_uid != entry.node.uid:
-        rec = None  # a record of an earlier node with this name: dropped this pass
+    if rec is not None and (rec.node_uid != entry.node.uid or entry.node.name in p.refused):
+        # A record of an earlier node with this name (dropped this pass) or one refused (parked
+        # this pass): neither holds a slot nor counts the node as remediated.
+        rec = None
     in_flight = rec is not None and rec.in_flight
     if in_flight:
         # Counted even when the node left its class or got excluded: until the record is
@@ -140,7 +155,10 @@ def _tally(p: _Pass, entry: _Entry) -> None:
     if cls is None:
         return
     node = entry.node
-    unhealthy = entry.health.state is HealthState.UNHEALTHY or rec is not None
+    # Pending (a rule matches, its `for` runs; or inside the startup timeout) and not-Ready nodes
+    # count as unhealthy, as Cluster API counts them: they are not remediated, but a scope full
+    # of them is not healthy enough to take nodes out of.
+    unhealthy = entry.health.state is not HealthState.HEALTHY or not node.ready or rec is not None
     scope = tally.classes[cls.name]
     scope.total += 1
     tally.cluster.total += 1
@@ -163,7 +181,7 @@ def _tally_missing(p: _Pass, missing: list[Record]) -> None:
     """Nodes being replaced may be gone already: they still count (missing-but-expected, as MHC)."""
     tally = p.tally
     for rec in missing:
-        if not rec.in_flight:
+        if not rec.in_flight or rec.node in p.refused:
             continue
         tally.in_flight += 1
         tally.cluster.total += 1
@@ -173,6 +191,50 @@ def _tally_missing(p: _Pass, missing: list[Record]) -> None:
             scope.total += 1
             scope.unhealthy += 1
             tally.unavailable.setdefault(rec.cls, set()).add(rec.node)
+
+
+def _untally_replacements(p: _Pass, entries: list[_Entry], missing: list[Record]) -> None:
+    """One remediation counts once: a node joining (not Ready, no record) in the class of an
+    in-flight replace that has made its call, and created after that step started, is taken as
+    that replace's replacement and removed from the tallies (the replaced node, present or
+    missing, already counts for both). Each replace absorbs at most one joining node, the
+    earliest-started replace the earliest-born node."""
+    starts: dict[str, list[float]] = {}
+    recs = [e.record for e in entries if e.record is not None and e.record.node_uid == e.node.uid]
+    for rec in (*recs, *missing):
+        if (
+            rec is not None
+            and rec.action is Action.REPLACE
+            and rec.phase in (Phase.ACTING, Phase.VERIFYING)
+            and rec.node not in p.refused
+            and rec.cls in p.classes
+        ):
+            starts.setdefault(rec.cls, []).append(rec.step_started)
+    if not starts:
+        return
+    joining: list[tuple[float, str, _Entry]] = []
+    for entry in entries:
+        node = entry.node
+        born = node.created if node.created is not None else node.first_seen
+        joins = entry.record is None and entry.cls is not None and entry.cls.name in starts
+        if joins and not node.ready and born is not None:
+            joining.append((born, node.name, entry))
+    tally = p.tally
+    for name in starts:
+        starts[name].sort(reverse=True)
+    for born, _, entry in sorted(joining, key=lambda j: (j[0], j[1])):
+        assert entry.cls is not None
+        pending = starts[entry.cls.name]
+        if not pending or pending[-1] > born:
+            continue
+        pending.pop()
+        scopes = [tally.classes[entry.cls.name], tally.cluster]
+        if entry.node.zone is not None:
+            scopes.append(tally.zones[entry.node.zone])
+        for scope in scopes:
+            scope.total -= 1
+            scope.unhealthy -= 1  # not Ready: it was counted as unhealthy
+        # It stays unavailable for maxUnavailable: capacity that is not serving yet.
 
 
 def _finish(p: _Pass, entry: _Entry, rec: Record, result: FinishResult, reason: str) -> None:
@@ -191,11 +253,54 @@ def _finish(p: _Pass, entry: _Entry, rec: Record, result: FinishResult, reason: 
     )
 
 
+def _park(p: _Pass, entry: _Entry | None, rec: Record, reason: str) -> Decision:
+    decision = Decision(
+        DecisionKind.NEEDS_HUMAN,
+        rec.node,
+        rec.cls,
+        step=rec.step,
+        action=Action.NOTIFY,
+        record=rec,
+        reason=reason,
+    )
+    p.decide(decision, entry)
+    return decision
+
+
+def _hold(p: _Pass, entry: _Entry | None, rec: Record, blocked: Blocked, why: str = "") -> Decision:
+    """In flight, but a scope gate tripped: nothing further is done until it clears."""
+    p.wake_at(blocked.until)
+    p.wake_at(rec.deadline)
+    decision = Decision(
+        DecisionKind.HOLD,
+        rec.node,
+        rec.cls,
+        step=rec.step,
+        action=rec.action,
+        blocked=blocked,
+        record=rec,
+        reason=f"{rec.action} {rec.phase}{why} held: {blocked.reason}",
+    )
+    p.decide(decision, entry)
+    return decision
+
+
+def _in_flight_gates(p: _Pass, rec: Record, zone_name: str | None) -> Blocked | None:
+    """The scope gates re-judged for work in flight. The remediation itself is in the tallies
+    once (as when it was admitted), so the comparison is the admission's: held only when its
+    scope has more unhealthy nodes than allowed, itself included."""
+    return (
+        p.stale
+        or gates.paused(p.snapshot.pause)
+        or gates.short_circuit(p.tally, rec.cls, p.safety)
+        or gates.zone(p.tally, zone_name, p.safety)
+    )
+
+
 def _decide_recorded(p: _Pass, entry: _Entry, rec: Record) -> None:
     """A node that has a remediation record (in flight or parked)."""
     node = entry.node
     cls = p.classes.get(rec.cls)
-    healthy = entry.health.state is HealthState.HEALTHY
     if rec.node_uid != node.uid:
         _finish(
             p,
@@ -205,24 +310,37 @@ def _decide_recorded(p: _Pass, entry: _Entry, rec: Record) -> None:
             "node object was recreated (UID changed); the old record no longer applies",
         )
         return
-    if cls is None or entry.cls is None or node.excluded:
+    if node.excluded:
+        # Hands-off: the record is closed, the node (cordon included) is left as it is for the
+        # human who excluded it.
+        _finish(p, entry, rec, "released", "excluded: released to a human")
+        return
+    refused = p.refused.get(node.name)
+    if refused is not None:
+        _park(p, entry, rec, f"record refused: {refused}")
+        return
+    if cls is None or entry.cls is None:
         why = (
             f"class {rec.cls} is no longer configured"
             if cls is None
-            else "node is excluded"
-            if node.excluded
             else "no class selects the node any more"
         )
         _finish(p, entry, rec, "failed", f"stopped: {why}")
         return
+    healthy = entry.health.state is HealthState.HEALTHY
     if rec.phase is Phase.NEEDS_HUMAN:
         if healthy:
             _finish(p, entry, rec, "recovered", "healthy again")
         else:
             p.report(entry, None, note=f"parked, needs a human: {rec.reason}")
         return
+    timed_out = rec.deadline is not None and p.now >= rec.deadline
+    live = rec.phase is not Phase.FAILED and not timed_out
     if p.stale is not None:
-        p.skip(entry, p.stale, rec)
+        if live:
+            _hold(p, entry, rec, p.stale)
+        else:
+            p.skip(entry, p.stale, rec)
         return
 
     finished = _finished(entry, rec)
@@ -230,8 +348,11 @@ def _decide_recorded(p: _Pass, entry: _Entry, rec: Record) -> None:
         _finish(p, entry, rec, finished, "healthy again")
         return
 
-    timed_out = rec.deadline is not None and p.now >= rec.deadline
-    if rec.phase is not Phase.FAILED and not timed_out:
+    if live:
+        blocked = _in_flight_gates(p, rec, node.zone)
+        if blocked is not None:
+            _hold(p, entry, rec, blocked)
+            return
         p.wake_at(rec.deadline)
         p.decide(
             Decision(
@@ -265,6 +386,11 @@ def _finished(entry: _Entry, rec: Record) -> FinishResult | None:
 
 def _escalate(p: _Pass, entry: _Entry, cls: NodeClass, rec: Record, why: str) -> None:
     node = entry.node
+    if rec.ladder_hash and rec.ladder_hash != p.hashes[cls.name]:
+        # The record's step was finished under the ladder it started with; the next step of the
+        # new ladder was never part of that plan: a human decides.
+        _park(p, entry, rec, f"{rec.action} {why}; ladder changed under a live remediation")
+        return
     nxt = rec.step + 1
     if nxt >= len(cls.ladder) or cls.ladder[nxt].action is Action.NOTIFY:
         reason = (
@@ -387,23 +513,64 @@ def _tripped(p: _Pass) -> tuple[tuple[str, Blocked], ...]:
     return tuple(out)
 
 
-def _decide_missing(p: _Pass, rec: Record) -> Decision:
+def _decide_missing(p: _Pass, rec: Record) -> None:
     """A record whose Node object is gone (replaced or deleted): the runtime verifies the
     replacement until the step's deadline."""
-    kind: DecisionKind
-    action: Action = rec.action
-    result: FinishResult | None = None
-    if rec.in_flight and p.stale is None and rec.deadline is not None and p.now >= rec.deadline:
-        kind, action = DecisionKind.NEEDS_HUMAN, Action.NOTIFY
-        reason = f"{rec.action} timed out after the node object disappeared"
-    elif rec.in_flight:
-        p.wake_at(rec.deadline)
-        kind, reason = DecisionKind.CONTINUE, f"{rec.action} {rec.phase}; node object gone"
-    else:
-        kind, reason = DecisionKind.FINISH, "node object gone while parked"
-        result = "failed"
-    return Decision(
-        kind, rec.node, rec.cls, step=rec.step, action=action, record=rec, result=result, reason=reason
+    refused = p.refused.get(rec.node)
+    if refused is not None:
+        _park(p, None, rec, f"record refused: {refused}")
+        return
+    if not rec.in_flight:
+        p.decide(
+            Decision(
+                DecisionKind.FINISH,
+                rec.node,
+                rec.cls,
+                step=rec.step,
+                action=rec.action,
+                record=rec,
+                result="failed",
+                reason="node object gone while parked",
+            ),
+            None,
+        )
+        return
+    timed_out = rec.deadline is not None and p.now >= rec.deadline
+    if timed_out:
+        if p.stale is None:
+            _park(p, None, rec, f"{rec.action} timed out after the node object disappeared")
+        else:
+            p.decide(
+                Decision(
+                    DecisionKind.SKIP,
+                    rec.node,
+                    rec.cls,
+                    step=rec.step,
+                    action=rec.action,
+                    blocked=p.stale,
+                    record=rec,
+                    reason=p.stale.reason,
+                ),
+                None,
+            )
+        return
+    # Its zone is not known any more (the Node held it): class, cluster, pause and view.
+    blocked = _in_flight_gates(p, rec, None)
+    if blocked is not None:
+        _hold(p, None, rec, blocked, "; node object gone")
+        return
+    p.wake_at(rec.deadline)
+    p.decide(
+        Decision(
+            DecisionKind.CONTINUE,
+            rec.node,
+            rec.cls,
+            step=rec.step,
+            action=rec.action,
+            record=rec,
+            reason=f"{rec.action} {rec.phase}; node object gone",
+        ),
+        None,
     )
 
 
@@ -415,6 +582,11 @@ def plan(
     now: float,
 ) -> Plan:
     p = _Pass(snapshot, history, policy, now)
+    for name, rec in records.items():
+        if rec.phase in IN_FLIGHT_PHASES:
+            why = check_record(rec, policy, history, now)
+            if why is not None:
+                p.refused[name] = why
     index = ClassIndex(policy.classes)
     compiled = {c.name: CompiledRules.of(c) for c in policy.classes}
     for name in p.classes:
@@ -440,6 +612,7 @@ def plan(
         counts[key] = counts.get(key, 0) + 1
     missing = [rec for name, rec in sorted(records.items()) if name not in present]
     _tally_missing(p, missing)
+    _untally_replacements(p, entries, missing)
 
     # Stage 2: nodes with records hold budget already; decide them first, in name order:
     # escalations compete for rate-limit room, and which node gets the last slot must not
@@ -462,7 +635,7 @@ def plan(
         assert entry.record is not None
         _decide_recorded(p, entry, entry.record)
     for rec in missing:
-        p.decisions.append(_decide_missing(p, rec))
+        _decide_missing(p, rec)
 
     # Stage 3: admit new remediations.
     for entry in sorted(candidates, key=lambda e: e.node.name):

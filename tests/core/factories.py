@@ -9,6 +9,8 @@ from noderescue.core.model import (
     Condition,
     ConditionRule,
     DrainPolicy,
+    History,
+    HistoryEvent,
     LeaseRule,
     NodeClass,
     NodeView,
@@ -127,6 +129,11 @@ def record(
     cls: str = "workers",
     boot_id_before: str | None = None,
     uid: str | None = None,
+    step_started: float | None = None,
+    instance_id: str | None = None,
+    operation_id: str | None = None,
+    calls: tuple[str, ...] = (),
+    ladder_hash: str = "",
 ) -> Record:
     return Record(
         node=name,
@@ -137,7 +144,18 @@ def record(
         phase=phase,
         attempt=1,
         started=started,
-        step_started=started,
+        step_started=started if step_started is None else step_started,
         deadline=deadline,
         boot_id_before=boot_id_before,
+        instance_id=instance_id,
+        operation_id=operation_id,
+        calls=calls,
+        ladder_hash=ladder_hash,
     )
+
+
+def admitted(*records: Record, extra: tuple[HistoryEvent, ...] = ()) -> History:
+    """The history the runtime writes for ``records``: one event per record at its step's start
+    (an attempt start for a first step), as the executor appends before writing a record."""
+    events = tuple(HistoryEvent(r.step_started, r.action, r.node, attempt_start=r.step == 0) for r in records)
+    return History(extra + events)

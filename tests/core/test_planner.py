@@ -25,6 +25,7 @@ from noderescue.core.planner import plan
 from tests.core.factories import (
     MIN,
     NOW,
+    admitted,
     bad,
     node,
     node_class,
@@ -186,7 +187,13 @@ def test_in_remediation_nodes_count_as_unhealthy_for_short_circuit() -> None:
     # a and b are being replaced and look healthy (drained, still Ready); c turning bad makes 3 of 6.
     nodes = [node("a"), node("b"), bad("c")] + [node(f"h{i}") for i in range(3)]
     records = {"a": record("a"), "b": record("b")}
-    result = plan(snapshot(*nodes), records, History(), policy(max_unhealthy=Quantity(40, percent=True)), NOW)
+    result = plan(
+        snapshot(*nodes),
+        records,
+        admitted(*records.values()),
+        policy(max_unhealthy=Quantity(40, percent=True)),
+        NOW,
+    )
     decision = only(result, "c")
     assert decision.kind is DecisionKind.SKIP and decision.blocked
     assert decision.blocked.gate is Gate.SHORT_CIRCUIT
@@ -195,7 +202,7 @@ def test_in_remediation_nodes_count_as_unhealthy_for_short_circuit() -> None:
 def test_missing_node_with_record_counts_as_unhealthy_and_in_flight() -> None:
     nodes = [bad("c")] + [node(f"h{i}") for i in range(3)]
     records = {"gone": record("gone", phase=Phase.VERIFYING)}
-    result = plan(snapshot(*nodes), records, History(), policy(max_concurrent=1), NOW)
+    result = plan(snapshot(*nodes), records, admitted(*records.values()), policy(max_concurrent=1), NOW)
     assert kinds(result) == {"gone": DecisionKind.CONTINUE, "c": DecisionKind.SKIP}
     assert only(result, "c").blocked.gate is Gate.MAX_CONCURRENT  # type: ignore[union-attr]
 
@@ -424,7 +431,7 @@ def bad_pet(name: str, **kw: object):  # type: ignore[no-untyped-def]
     ],
 )
 def test_ladder(view, rec, kind, step, result_):  # type: ignore[no-untyped-def]
-    result = plan(snapshot(view), {view.name: rec}, History(), policy(PET_CLASS, node_class()), NOW)
+    result = plan(snapshot(view), {view.name: rec}, admitted(rec), policy(PET_CLASS, node_class()), NOW)
     if kind is None:
         assert result.decisions == ()
         assert "needs a human" in result.reports[0].note
@@ -435,16 +442,17 @@ def test_ladder(view, rec, kind, step, result_):  # type: ignore[no-untyped-def]
 
 def test_exhausted_ladder_without_notify_step_needs_human() -> None:
     cls = node_class(ladder=(Step(Action.REPLACE, 600.0),))
-    result = plan(snapshot(bad("w")), {"w": record("w", deadline=NOW - 1)}, History(), policy(cls), NOW)
+    rec = record("w", deadline=NOW - 1)
+    result = plan(snapshot(bad("w")), {"w": rec}, admitted(rec), policy(cls), NOW)
     decision = only(result, "w")
     assert decision.kind is DecisionKind.NEEDS_HUMAN
     assert "ladder exhausted" in decision.reason
 
 
 def test_escalation_respects_rate_limit_of_next_action() -> None:
-    history = History((HistoryEvent(NOW - 60, Action.REBOOT, "x"),))
-    pol = policy(PET_CLASS, rate_limits=(RateLimit(Action.REBOOT, 1, 3600.0),))
     rec = record("p", cls="pets", action=Action.REPAIR, phase=Phase.FAILED)
+    history = admitted(rec, extra=(HistoryEvent(NOW - 60, Action.REBOOT, "x"),))
+    pol = policy(PET_CLASS, rate_limits=(RateLimit(Action.REBOOT, 1, 3600.0),))
     decision = only(plan(snapshot(bad_pet("p")), {"p": rec}, history, pol, NOW), "p")
     assert decision.kind is DecisionKind.SKIP and decision.record == rec
     assert decision.blocked and decision.blocked.gate is Gate.RATE_LIMIT
@@ -453,18 +461,21 @@ def test_escalation_respects_rate_limit_of_next_action() -> None:
 def test_in_flight_record_holds_still_while_view_is_stale() -> None:
     rec = record("w", deadline=NOW - 1)
     pol = policy(stale_after=60.0)
-    decision = only(plan(snapshot(bad("w"), synced_at=NOW - 300), {"w": rec}, History(), pol, NOW), "w")
+    decision = only(plan(snapshot(bad("w"), synced_at=NOW - 300), {"w": rec}, admitted(rec), pol, NOW), "w")
     assert decision.kind is DecisionKind.SKIP and decision.blocked.gate is Gate.STALE_VIEW  # type: ignore[union-attr]
 
 
 def test_excluded_node_mid_remediation_is_released() -> None:
+    # Hands-off: released to the human who excluded it (was "failed", which uncordoned it).
     view = node("w", labels={"noderescue.io/class": "workers", "noderescue.io/exclude": "true"})
-    decision = only(plan(snapshot(view), {"w": record("w")}, History(), policy(), NOW), "w")
-    assert decision.kind is DecisionKind.FINISH and decision.result == "failed"
+    rec = record("w")
+    decision = only(plan(snapshot(view), {"w": rec}, admitted(rec), policy(), NOW), "w")
+    assert decision.kind is DecisionKind.FINISH and decision.result == "released"
 
 
 def test_deadline_is_a_wakeup() -> None:
-    result = plan(snapshot(bad("w")), {"w": record("w", deadline=NOW + 42)}, History(), policy(), NOW)
+    rec = record("w", deadline=NOW + 42)
+    result = plan(snapshot(bad("w")), {"w": rec}, admitted(rec), policy(), NOW)
     assert result.next_wakeup == NOW + 42
 
 

@@ -30,6 +30,7 @@ from noderescue.core.model import (
     Step,
 )
 from noderescue.core.planner import plan
+from noderescue.core.records import check_record
 from tests.core.factories import KERNEL_RULE, NOW, READY_RULE, node_class
 
 CLASSES = (
@@ -110,7 +111,13 @@ def scenarios(draw: st.DrawFn) -> tuple[Snapshot, dict[str, Record], History, Po
             recs[view.name] = draw(records(view.name))
     for i in range(draw(st.integers(0, 2))):  # records of nodes that are gone
         recs[f"gone{i}"] = draw(records(f"gone{i}"))
-    events = tuple(
+    # Most records are admitted by the history entry the runtime writes; the others are forged.
+    admitting = tuple(
+        HistoryEvent(r.step_started, r.action, r.node, attempt_start=r.step == 0)
+        for r in recs.values()
+        if draw(st.integers(0, 4)) > 0
+    )
+    events = admitting + tuple(
         HistoryEvent(
             draw(st.floats(NOW - 7200, NOW)),
             draw(st.sampled_from([Action.REPAIR, Action.REBOOT, Action.REPLACE])),
@@ -154,7 +161,11 @@ def test_budgets_are_never_exceeded(case: tuple[Snapshot, dict[str, Record], His
     snap, recs, history, pol = case
     result = plan(snap, recs, history, pol, NOW)
     by_name = {v.name: v for v in snap.nodes}
-    live = {n: r for n, r in recs.items() if n not in by_name or r.node_uid == by_name[n].uid}
+    live = {
+        n: r
+        for n, r in recs.items()
+        if (n not in by_name or r.node_uid == by_name[n].uid) and check_record(r, pol, history, NOW) is None
+    }
     in_flight = sum(1 for r in live.values() if r.in_flight)
 
     starts = _new_starts(result)
@@ -205,6 +216,14 @@ def test_never_acts_on_excluded_unmatched_or_short_circuited_nodes(
     # Nothing that mutates a node happens on a stale view, except closing records (finish/park).
     if stale is not None:
         assert not acted
+    # Work in flight goes on only in scopes that are not tripped; elsewhere it is held.
+    for d in result.decisions:
+        if d.kind is not DecisionKind.CONTINUE:
+            continue
+        assert stale is None and snap.pause is None
+        assert f"class/{d.cls}" not in tripped and "cluster" not in tripped
+        held_view = by_name.get(d.node)
+        assert held_view is None or held_view.zone is None or f"zone/{held_view.zone}" not in tripped
 
 
 @settings(max_examples=300, deadline=None)

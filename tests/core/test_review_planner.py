@@ -9,14 +9,13 @@ from noderescue.core.model import (
     Action,
     DecisionKind,
     HealthState,
-    History,
     LeaseRule,
     Phase,
     RateLimit,
     Step,
 )
 from noderescue.core.planner import plan
-from tests.core.factories import NOW, READY_RULE, bad, node, node_class, policy, record, snapshot
+from tests.core.factories import NOW, READY_RULE, admitted, bad, node, node_class, policy, record, snapshot
 
 PETS = node_class(
     "pets",
@@ -44,7 +43,7 @@ def test_escalations_competing_for_one_rate_limit_slot_do_not_depend_on_node_ord
     }
     pol = policy(PETS, rate_limits=(RateLimit(Action.REBOOT, 1, 3600.0),))
 
-    result = plan(snapshot(*(nodes[n] for n in order)), records, History(), pol, NOW)
+    result = plan(snapshot(*(nodes[n] for n in order)), records, admitted(*records.values()), pol, NOW)
 
     escalated = [d.node for d in result.decisions if d.kind is DecisionKind.ESCALATE]
     skipped = [d.node for d in result.decisions if d.kind is DecisionKind.SKIP]
