@@ -9,7 +9,8 @@ from noderescue.sim.faults import Faults
 
 def apply_fault_request(faults: Faults, body: dict[str, Any]) -> None:
     """Any of: clear, api_error_rate, api_error_codes (ints or "timeout"), latency_s,
-    cloud_throttle_rate, outage_for_s (real seconds), watch_disconnect, force_410."""
+    cloud_throttle_rate, outage_for_s (real seconds), watch_disconnect, force_410; and the watch
+    faults: watch_fault ("hang", "eof" or null to end it) with optional watch_fault_for_s."""
     if body.get("clear"):
         faults.clear()
     if "api_error_rate" in body or "api_error_codes" in body:
@@ -25,6 +26,9 @@ def apply_fault_request(faults: Faults, body: dict[str, Any]) -> None:
         faults.force_410_now()
     if body.get("outage_for_s"):
         faults.api_outage(float(body["outage_for_s"]))
+    if "watch_fault" in body:
+        for_s = body.get("watch_fault_for_s")
+        faults.set_watch_fault(body["watch_fault"], None if for_s is None else float(for_s))
 
 
 def describe_faults(faults: Faults) -> dict[str, Any]:
@@ -34,4 +38,6 @@ def describe_faults(faults: Faults) -> dict[str, Any]:
         "latency_s": faults.latency_s,
         "cloud_throttle_rate": faults.cloud_throttle_rate,
         "outage_remaining_s": faults.outage_remaining_s(),
+        "watch_fault": faults.watch_fault(),
+        "watch_fault_remaining_s": faults.watch_fault_remaining_s(),
     }

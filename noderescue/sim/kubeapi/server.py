@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -133,6 +134,8 @@ class KubeApiServer:
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._reopen: asyncio.TimerHandle | None = None
+        # Watch requests received, per resource plural (tests count re-opens with it).
+        self.watch_requests: collections.Counter[str] = collections.Counter()
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -529,6 +532,7 @@ class KubeApiServer:
 
     async def _watch(self, request: web.Request, target: Target) -> web.StreamResponse:
         res = target.res
+        self.watch_requests[res.plural] += 1
         query = request.query
         labels, fields = self._selectors(request, res)
         rv_text = query.get("resourceVersion", "")
@@ -558,7 +562,9 @@ class KubeApiServer:
             watch.since = None  # the initial events are the state now, whatever version was given
         # The current state is read in the same loop turn as the subscription: nothing slips between.
         current = self._filtered(target, labels, fields) if watch.since is None else []
-        stream = WatchStream(self.store, watch, bookmark_interval_s=self.bookmark_interval_s)
+        stream = WatchStream(
+            self.store, watch, bookmark_interval_s=self.bookmark_interval_s, faults=self.faults
+        )
         return await stream.serve(request, current)
 
     # ---- create / update / patch -------------------------------------------------------------
