@@ -20,7 +20,7 @@ from aiohttp import web
 
 from noderescue.sim.audit import AuditLog
 from noderescue.sim.faults import Faults, FaultSignal
-from noderescue.sim.kubeapi import discovery
+from noderescue.sim.kubeapi import discovery, managed_fields
 from noderescue.sim.kubeapi.admin import apply_fault_request, describe_faults
 from noderescue.sim.kubeapi.deletion import Deletions
 from noderescue.sim.kubeapi.patch import apply_patch
@@ -590,9 +590,26 @@ class KubeApiServer:
             obj.setdefault("firstTimestamp", obj.get("lastTimestamp") or rfc3339())
             obj.setdefault("lastTimestamp", obj["firstTimestamp"])
             obj.setdefault("count", 1)
+        self._track_fields(request, res, target.subresource, None, obj)
         created = self.store.create(res, obj)
         request[_CREATED_NAME] = created["metadata"]["name"]
         return _json(view(res, created), 201)
+
+    def _track_fields(
+        self,
+        request: web.Request,
+        res: ResourceType,
+        subresource: str | None,
+        old: dict[str, Any] | None,
+        new: dict[str, Any],
+    ) -> None:
+        """managedFields as the API server keeps them for an Update operation."""
+        manager = managed_fields.manager_name(
+            request.query.get("fieldManager"), request.headers.get("User-Agent", "")
+        )
+        managed_fields.track(
+            old, new, manager=manager, subresource=subresource, api_version=res.api_version, now=rfc3339()
+        )
 
     def _dry_run(self, request: web.Request) -> bool:
         return bool(request.query.get("dryRun"))
@@ -633,6 +650,7 @@ class KubeApiServer:
         new = self._keep_status(res, target.subresource, old, new)
         if self._dry_run(request):
             return _json(view(res, new))
+        self._track_fields(request, res, target.subresource, old, new)
         updated = self.store.update(res, new, expect_rv=expect or None)
         return _json(view(res, updated))
 
@@ -654,6 +672,7 @@ class KubeApiServer:
         patched = self._keep_status(res, target.subresource, old, patched)
         if self._dry_run(request):
             return _json(view(res, patched))
+        self._track_fields(request, res, target.subresource, old, patched)
         updated = self.store.update(res, patched, expect_rv=expect or None)
         return _json(view(res, updated))
 
