@@ -8,11 +8,15 @@ Values that are themselves invalid (an unknown action) are skipped here; pydanti
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from noderescue.config_errors import ConfigIssue
-from noderescue.config_yaml import LineMap, YamlPath, format_path
+from noderescue.config_values import parse_duration_value, parse_quantity
+from noderescue.config_yaml import LineMap, YamlPath, format_path, load_yaml
+from noderescue.core.durations import format_duration
 from noderescue.core.model import CLOUD_ACTIONS, Action
 
 _ACTION_NAMES = frozenset(a.value for a in Action)
@@ -64,6 +68,118 @@ def cross_checks(data: Mapping[str, Any], lines: LineMap) -> list[ConfigIssue]:
                         "every cluster",
                     )
     return issues
+
+
+# ------------------------------------------------------------------------------------------------
+# Warnings: legal, but almost surely not what was meant
+# ------------------------------------------------------------------------------------------------
+
+STALE_AFTER_WARN_S = 3600.0  # a view this old is not a view
+TIMEOUT_WARN_S = 86400.0  # a step or drain waiting more than a day is a unit mistake
+DEFAULT_MAX_UNHEALTHY = "40%"
+
+
+def config_warnings(data: Mapping[str, Any], lines: LineMap) -> list[ConfigIssue]:
+    """Findings in a valid configuration that are legal but almost surely wrong, each with its
+    YAML path and line. ``check-config`` prints them (``--strict``: as errors)."""
+    warnings: list[ConfigIssue] = []
+
+    def add(path: YamlPath, message: str) -> None:
+        warnings.append(ConfigIssue(format_path(path), lines.line_for(path), message))
+
+    raw_safety = data.get("safety")
+    safety: Mapping[str, Any] = raw_safety if isinstance(raw_safety, dict) else {}
+    stale_after = _duration(safety.get("staleAfter"))
+    if stale_after is not None and stale_after > STALE_AFTER_WARN_S:
+        add(
+            ("safety", "staleAfter"),
+            f"staleAfter {format_duration(stale_after)}: noderescue would act on a view that old "
+            "(an API outage or a frozen watch goes unnoticed as long); a few minutes at most is usual",
+        )
+    _max_unhealthy_warning(safety, add)
+    first_limit: dict[str, int] = {}
+    for index, limit in _items(safety.get("rateLimits")):
+        action = limit.get("action")
+        if not isinstance(action, str):
+            continue
+        if action in first_limit:
+            add(
+                ("safety", "rateLimits", index, "action"),
+                f"a second rate limit for {action} (also safety.rateLimits[{first_limit[action]}]): both "
+                "apply and the stricter one decides; write one",
+            )
+        else:
+            first_limit[action] = index
+
+    for class_index, item in _items(data.get("nodeClasses")):
+        for rule_index, rule in _items(item.get("rules")):
+            statuses = rule.get("status")
+            statuses = statuses if isinstance(statuses, list) else [statuses]
+            if rule.get("type") == "Ready" and any(str(s) == "True" for s in statuses):
+                add(
+                    ("nodeClasses", class_index, "rules", rule_index, "status"),
+                    "a Ready rule that matches status True matches every healthy node: all of them would "
+                    "be remediated (unhealthy is Ready False or Unknown)",
+                )
+        ladder = item.get("ladder")
+        for step_index, step in enumerate(ladder if isinstance(ladder, list) else []):
+            timeout = _duration(step.get("timeout")) if isinstance(step, dict) else None
+            if timeout is not None and timeout > TIMEOUT_WARN_S:
+                add(
+                    ("nodeClasses", class_index, "ladder", step_index, "timeout"),
+                    f"timeout {format_duration(timeout)}: a failed step would hold its node (cordoned) "
+                    "that long before escalating; more than a day is almost surely a unit mistake",
+                )
+        drain = item.get("drain")
+        timeout = _duration(drain.get("timeout")) if isinstance(drain, dict) else None
+        if timeout is not None and timeout > TIMEOUT_WARN_S:
+            add(
+                ("nodeClasses", class_index, "drain", "timeout"),
+                f"drain timeout {format_duration(timeout)}: a blocked drain would hold its node that "
+                "long; more than a day is almost surely a unit mistake",
+            )
+    warnings.sort(key=lambda issue: (issue.line is None, issue.line or 0))
+    return warnings
+
+
+def file_warnings(path: Path) -> list[ConfigIssue]:
+    """``config_warnings`` of a configuration file that ``load_config`` has accepted."""
+    loaded = load_yaml(path.read_bytes().decode("utf-8-sig"), str(path))
+    if not isinstance(loaded.data, Mapping):
+        return []
+    return config_warnings(loaded.data, loaded.lines)
+
+
+def _max_unhealthy_warning(safety: Mapping[str, Any], add: Callable[[YamlPath, str], None]) -> None:
+    given = "maxUnhealthy" in safety
+    try:
+        limit = parse_quantity(safety.get("maxUnhealthy", DEFAULT_MAX_UNHEALTHY))
+    except ValueError:
+        return
+    which = "" if given else " (the default)"
+    path: YamlPath = ("safety", "maxUnhealthy")
+    if limit.value == 0:
+        add(
+            path,
+            f"maxUnhealthy {limit}{which}: one unhealthy node trips the short-circuit, so nothing is "
+            "ever remediated",
+        )
+    elif limit.percent and limit.value < 100:
+        # Node counts are not in the configuration: say at which size a class stops working.
+        smallest = math.ceil(100 / limit.value)
+        add(
+            path,
+            f"maxUnhealthy {limit}{which} rounds down: a class (or cluster) of fewer than {smallest} nodes "
+            f"may have 0 unhealthy nodes, so one unhealthy node trips the short-circuit and none of its "
+            "nodes is ever remediated; if a class can be that small, give a count (e.g. maxUnhealthy: 1)",
+        )
+
+
+def _duration(value: Any) -> float | None:
+    try:
+        return parse_duration_value(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _items(value: Any) -> list[tuple[int, Mapping[str, Any]]]:

@@ -44,7 +44,13 @@ def test_example_is_ok_with_a_line_per_cluster_and_class() -> None:
         "gpu-pets",
         "workers",
     ]
-    assert result.stderr == ""
+    # The example documents the default maxUnhealthy, a percentage: the one caveat it carries.
+    assert result.stderr.splitlines() == [
+        "warning: safety.maxUnhealthy (line 52): maxUnhealthy 40% rounds down: a class (or cluster) of "
+        "fewer than 3 nodes may have 0 unhealthy nodes, so one unhealthy node trips the short-circuit and "
+        "none of its nodes is ever remediated; if a class can be that small, give a count (e.g. "
+        "maxUnhealthy: 1)"
+    ]
 
 
 THREE_MISTAKES = """\
@@ -147,3 +153,80 @@ def test_unreadable_file(unreadable_file: Path) -> None:
         except subprocess.SubprocessError as exc:  # no CAP_SETPCAP in this container
             pytest.skip(f"cannot make the file unreadable for root: {exc}")
     assert_one_line_failure(result, unreadable_file, "permission denied")
+
+
+FOOT_GUNS = """\
+clusters:
+  - name: prod
+    provider: aws
+    aws: {region: eu-west-1, autoScalingGroups: [w]}
+safety:
+  maxUnhealthy: 40%
+  staleAfter: 100000h
+  rateLimits:
+    - {action: replace, max: 3, per: 1h}
+    - {action: replace, max: 1, per: 10m}
+nodeClasses:
+  - name: workers
+    selector: {matchLabels: {noderescue.io/class: workers}}
+    rules:
+      - {type: Ready, status: [True], for: 5m}
+    ladder:
+      - {action: replace, timeout: 1000d}
+"""
+
+
+def check_config_args(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "noderescue", "check-config", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+FOOT_GUN_MESSAGES = [
+    "safety.maxUnhealthy (line 6): maxUnhealthy 40% rounds down: a class (or cluster) of fewer than 3 "
+    "nodes may have 0 unhealthy nodes, so one unhealthy node trips the short-circuit and none of its nodes "
+    "is ever remediated; if a class can be that small, give a count (e.g. maxUnhealthy: 1)",
+    "safety.staleAfter (line 7): staleAfter 4166d16h: noderescue would act on a view that old (an API "
+    "outage or a frozen watch goes unnoticed as long); a few minutes at most is usual",
+    "safety.rateLimits[1].action (line 10): a second rate limit for replace (also safety.rateLimits[0]): "
+    "both apply and the stricter one decides; write one",
+    "nodeClasses[0].rules[0].status (line 15): a Ready rule that matches status True matches every "
+    "healthy node: all of them would be remediated (unhealthy is Ready False or Unknown)",
+    "nodeClasses[0].ladder[0].timeout (line 17): timeout 1000d: a failed step would hold its node "
+    "(cordoned) that long before escalating; more than a day is almost surely a unit mistake",
+]
+
+
+def test_foot_guns_are_warnings_with_their_paths_and_exit_0(tmp_path: Path) -> None:
+    path = tmp_path / "guns.yaml"
+    path.write_text(FOOT_GUNS)
+    result = check_config_args(str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "ok"
+    assert result.stderr.splitlines() == [f"warning: {m}" for m in FOOT_GUN_MESSAGES]
+
+
+def test_strict_makes_the_warnings_errors(tmp_path: Path) -> None:
+    path = tmp_path / "guns.yaml"
+    path.write_text(FOOT_GUNS)
+    result = check_config_args("--strict", str(path))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        *FOOT_GUN_MESSAGES,
+        f"5 errors in {path} (--strict: warnings are errors)",
+    ]
+
+
+def test_strict_passes_a_config_without_foot_guns(tmp_path: Path) -> None:
+    path = tmp_path / "fine.yaml"
+    path.write_text(
+        THREE_MISTAKES.replace("140%", "1").replace("5 minutes", "5m").replace("onTimeot", "onTimeout")
+    )
+    result = check_config_args("--strict", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""

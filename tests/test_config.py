@@ -1241,3 +1241,88 @@ def test_drain_skip_wait_for_delete_timeout(value: str | None, expected: float |
     config = parse_config(dump(doc(cls__drain={"skipWaitForDeleteTimeout": value})))
     (cls,) = config.policy(config.clusters[0].name).classes
     assert cls.drain.skip_wait_for_delete_s == expected
+
+
+# ------------------------------------------------------------------ warnings (legal foot-guns)
+
+
+def warnings_of(data: dict[str, Any]) -> list[str]:
+    from noderescue.config_checks import config_warnings
+    from noderescue.config_yaml import load_yaml
+
+    text = dump(data)
+    parse_config(text)  # every case is a valid configuration
+    loaded = load_yaml(text, "<test>")
+    return [f"{w.path}: {w.message}" for w in config_warnings(loaded.data, loaded.lines)]
+
+
+QUIET = {"maxUnhealthy": 1}
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        pytest.param({"safety": QUIET}, [], id="clean"),
+        pytest.param(
+            {},
+            [
+                "safety.maxUnhealthy: maxUnhealthy 40% (the default) rounds down: a class (or cluster) "
+                "of fewer than 3"
+            ],
+            id="default-percent",
+        ),
+        pytest.param({"safety": {"maxUnhealthy": "100%"}}, [], id="100-percent"),
+        pytest.param(
+            {"safety": {"maxUnhealthy": "10%"}},
+            ["safety.maxUnhealthy: maxUnhealthy 10% rounds down: a class (or cluster) of fewer than 10"],
+            id="10-percent",
+        ),
+        pytest.param(
+            {"safety": {"maxUnhealthy": 0}},
+            ["safety.maxUnhealthy: maxUnhealthy 0: one unhealthy node trips"],
+            id="zero",
+        ),
+        pytest.param({"safety": {**QUIET, "staleAfter": "1h"}}, [], id="stale-1h-ok"),
+        pytest.param(
+            {"safety": {**QUIET, "staleAfter": "61m"}},
+            ["safety.staleAfter: staleAfter 1h1m: "],
+            id="stale-61m",
+        ),
+        pytest.param(
+            {
+                "safety": {
+                    **QUIET,
+                    "rateLimits": [
+                        {"action": "reboot", "max": 1, "per": "1h"},
+                        {"action": "replace", "max": 1, "per": "1h"},
+                    ],
+                }
+            },
+            [],
+            id="distinct-limits",
+        ),
+        pytest.param(
+            {"safety": QUIET, "cls__rules": [{"type": "Ready", "status": "True", "for": "1m"}]},
+            ["nodeClasses[0].rules[0].status: a Ready rule that matches status True"],
+            id="ready-true-scalar",
+        ),
+        pytest.param(
+            {"safety": QUIET, "cls__rules": [{"type": "KernelDeadlock", "status": ["True"], "for": "1m"}]},
+            [],
+            id="other-condition-true",
+        ),
+        pytest.param(
+            {"safety": QUIET, "cls__ladder": [{"action": "replace", "timeout": "1d"}]}, [], id="timeout-1d-ok"
+        ),
+        pytest.param(
+            {"safety": QUIET, "cls__drain": {"timeout": "8760h"}},
+            ["nodeClasses[0].drain.timeout: drain timeout 365d: "],
+            id="drain-a-year",
+        ),
+    ],
+)
+def test_config_warnings(changes: dict[str, Any], expected: list[str]) -> None:
+    found = warnings_of(doc(**changes))
+    assert len(found) == len(expected), found
+    for message, start in zip(found, expected, strict=True):
+        assert message.startswith(start), message

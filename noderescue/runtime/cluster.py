@@ -62,12 +62,6 @@ class RuntimeOptions:
     identity: str | None = None  # leader identity (default: host_pid_random)
 
 
-def cache_inactivity_s(policy: Policy) -> float:
-    """A quiet watch is re-opened (and so re-confirmed) well within ``staleAfter``; otherwise a
-    healthy but quiet cluster would look stale."""
-    return max(0.2, min(30.0, policy.safety.stale_after_s / 3))
-
-
 def _azure_credential(settings: ClusterSettings) -> AsyncTokenCredential | None:
     """With a ``caBundle`` (a private or emulated ARM endpoint), the token endpoint is served with
     the same CA: the default credential chain must trust it too, not only the ARM client."""
@@ -123,7 +117,11 @@ class ClusterRuntime:
         api = await make_api_client(settings.kubeconfig, settings.context)
         credential: AsyncTokenCredential | None = None
         try:
-            cache = NodeCache(api, cluster=settings.name, inactivity_s=cache_inactivity_s(policy))
+            cache = NodeCache(
+                api,
+                cluster=settings.name,
+                stale_after_s=policy.safety.stale_after_s,
+            )
             kube: KubeActions
             if dry_run:
                 kube = DryRunKubeActions(api, state_namespace=settings.namespace)

@@ -100,13 +100,17 @@ class SimCluster:
         reschedule_delay_s: float = 1.0,
         pod_start_s: float = 1.0,
         event_window: int = 10_000,
-        bookmark_interval_s: float = 5.0,
+        bookmark_interval_s: float | None = None,
         lazy_lease_refresh_s: float = 30.0,
     ) -> None:
         self.time_scale = time_scale
         self.audit = audit
         self.faults = faults or Faults()
         self.store = Store(window=event_window)
+        if bookmark_interval_s is None:
+            # Real seconds. Every 5 emulated seconds: a watch client's freshness comes from data,
+            # so bookmarks must come well within a scenario's (scaled) staleAfter.
+            bookmark_interval_s = 5.0 / max(time_scale, 1.0)
         self.server = KubeApiServer(
             self.store, faults=self.faults, audit=audit, bookmark_interval_s=bookmark_interval_s
         )

@@ -36,7 +36,11 @@ if TYPE_CHECKING:
     from aiohttp import web
 
 ApiErrorCode = int | Literal["timeout"]
-FaultSignal = Literal["changed", "watch_disconnect", "force_410", "outage"]
+FaultSignal = Literal["changed", "watch_disconnect", "force_410", "outage", "watch_fault"]
+# Watch-only faults. hang: the watch is accepted (200, headers sent) and then nothing is delivered,
+# not even bookmarks, the connection held open; open watches freeze too. eof: a new watch is
+# answered with an empty 200 at once (a watch ended before it began).
+WatchFault = Literal["hang", "eof"]
 
 
 FaultApi = Literal["kubernetes", "aws", "azure"]
@@ -135,6 +139,8 @@ class Faults:
         self.outage_until: float | None = None  # time.monotonic() deadline
         self.cloud_throttle_rate: float = 0.0
         self.retry_after_s: int = 1
+        self.watch_fault_mode: WatchFault | None = None
+        self.watch_fault_until: float | None = None  # time.monotonic() deadline; None: until cleared
         self._random = random.Random(seed)
         self._listeners: list[Callable[[FaultSignal], None]] = []
         self._targeted: list[ActiveFault] = []
@@ -190,8 +196,34 @@ class Faults:
         self.api_error_codes = (500,)
         self.latency_s = 0.0
         self.cloud_throttle_rate = 0.0
+        if self.watch_fault_mode is not None:
+            self.set_watch_fault(None)
         if self.outage_until is not None:
             self.end_outage()
+
+    # ---- watch faults (watch requests only; lists and writes are served normally) -------------
+
+    def set_watch_fault(self, mode: WatchFault | None, for_s: float | None = None) -> None:
+        """Switch a watch fault on (for ``for_s`` real seconds, or until cleared) or off (None)."""
+        if mode is not None and mode not in ("hang", "eof"):
+            raise ValueError(f"watch fault must be hang or eof, got {mode!r}")
+        self.watch_fault_mode = mode
+        self.watch_fault_until = None if mode is None or for_s is None else time.monotonic() + for_s
+        self._signal("watch_fault")
+
+    def watch_fault(self) -> WatchFault | None:
+        """The watch fault in force now (a timed one ends by itself)."""
+        if self.watch_fault_mode is None:
+            return None
+        if self.watch_fault_until is not None and time.monotonic() >= self.watch_fault_until:
+            return None
+        return self.watch_fault_mode
+
+    def watch_fault_remaining_s(self) -> float | None:
+        """Seconds left of the watch fault; None when none is on or it has no end."""
+        if self.watch_fault() is None or self.watch_fault_until is None:
+            return None
+        return max(0.0, self.watch_fault_until - time.monotonic())
 
     # ---- what consumers ask --------------------------------------------------------------------
 

@@ -23,7 +23,7 @@
       - {at: 20s, api: errors, rate: 0.2, codes: [500, 429, timeout], for: 30s}
       - {at: 20s, api: latency, latency: 300ms, for: 30s}
       - {at: 20s, cloud: throttle, rate: 0.5, for: 1m}    # no `for`: until the end
-      - {at: 40s, watch: disconnect}                      # or expire (410 Gone)
+      - {at: 40s, watch: disconnect}                      # or expire (410 Gone), hang, eof
       - {at: 5s, fault: {api: aws, call: RebootInstances, mode: after, error: reset, count: 1}}
                                    # a targeted fault (noderescue.sim.faults.FaultSpec): one call
                                    # of one API, failed before or after applying it
@@ -170,7 +170,9 @@ class Event(_Model):
     repairable: bool | None = None
     api: Literal["outage", "errors", "latency"] | None = None
     cloud: Literal["throttle"] | None = None
-    watch: Literal["disconnect", "expire"] | None = None
+    # disconnect and expire (410 Gone) happen once; hang and eof are watch fault modes that last
+    # `for` (or until the end): see Faults.set_watch_fault.
+    watch: Literal["disconnect", "expire", "hang", "eof"] | None = None
     fault: FaultSpec | None = None  # its duration ('for' inside it) is in emulated seconds
     for_: Duration | None = Field(default=None, alias="for")
     rate: Rate | None = None
@@ -212,8 +214,10 @@ class Event(_Model):
             raise ValueError("'latency' goes with api: latency, and api: latency needs it")
         if (self.api == "errors" or self.cloud is not None) and self.rate is None:
             raise ValueError(f"{'api errors' if self.api else 'cloud throttle'} needs 'rate'")
-        if self.watch is not None and (self.for_ is not None or self.rate is not None):
-            raise ValueError("a watch event takes no 'for' or 'rate'")
+        if self.watch is not None and self.rate is not None:
+            raise ValueError("a watch event takes no 'rate'")
+        if self.watch in ("disconnect", "expire") and self.for_ is not None:
+            raise ValueError(f"watch: {self.watch} happens once and takes no 'for'")
         if self.fault is not None and (self.for_ is not None or self.rate is not None):
             raise ValueError("a fault event takes 'for' and 'rate' inside its fault")
         return self
@@ -431,6 +435,7 @@ class FaultControl(ThrottleSwitch, Protocol):
     def set_api_errors(self, rate: float, codes: tuple[int | Literal["timeout"], ...] = (500,)) -> None: ...
     def watch_disconnect_now(self) -> None: ...
     def force_410_now(self) -> None: ...
+    def set_watch_fault(self, mode: Literal["hang", "eof"] | None, for_s: float | None = None) -> None: ...
 
 
 ZONE_LABEL = "topology.kubernetes.io/zone"
@@ -543,6 +548,10 @@ class EventRunner:
             self.faults.watch_disconnect_now()
         elif event.watch == "expire":
             self.faults.force_410_now()
+        elif event.watch in ("hang", "eof"):
+            # The Faults object ends a timed watch fault by itself (real seconds).
+            for_s = None if event.for_ is None else event.for_ / self.time_scale
+            self.faults.set_watch_fault(event.watch, for_s)
 
     def _end_latency(self) -> None:
         self.faults.latency_s = 0.0

