@@ -16,8 +16,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from noderescue.metrics import Metrics
 from noderescue.adapters.kube.client import make_api_client
+from noderescue.metrics import Metrics
 from noderescue.runtime.http import (
     HttpServer,
     KubernetesAuthorizer,
@@ -269,6 +269,9 @@ asyncio.run(main())
 """
 
 
+REPO = str(Path(__file__).resolve().parents[2])
+
+
 def _open_half_requests(port: int, count: int) -> list[socket.socket]:
     """``count`` connections that each send half a request head and then nothing."""
     held: list[socket.socket] = []
@@ -290,7 +293,7 @@ async def test_healthz_answers_while_hundreds_of_half_open_connections_are_held(
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        env={**os.environ, "PYTHONPATH": REPO},
     )
     held: list[socket.socket] = []
     drain: asyncio.Task[bytes] | None = None

@@ -59,6 +59,8 @@ async def test_subject_access_review_allows_only_what_was_granted(
 
 
 async def test_reviews_are_create_only(cluster: SimCluster) -> None:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{cluster.url}/apis/authentication.k8s.io/v1/tokenreviews") as resp:
-            assert resp.status == 405
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{cluster.url}/apis/authentication.k8s.io/v1/tokenreviews") as resp,
+    ):
+        assert resp.status == 405

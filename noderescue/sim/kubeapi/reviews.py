@@ -91,9 +91,10 @@ def _path_matches(pattern: str, path: str) -> bool:
 
 
 def _spec(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict) or not isinstance(body.get("spec"), dict):
+    spec = body.get("spec") if isinstance(body, dict) else None
+    if not isinstance(spec, dict):
         raise bad_request("the review needs a spec")
-    return body["spec"]
+    return spec
 
 
 def _answer(api_version: str, kind: str, body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
