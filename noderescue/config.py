@@ -236,6 +236,12 @@ class WebhookSettings(_Settings):
 
 class HttpSettings(_Settings):
     bind: BindAddress = ("127.0.0.1", 9478)
+    # Who may read /metrics and /status: `kubernetes` asks the API server (TokenReview +
+    # SubjectAccessReview `get` on the path); `none` lets anyone who can connect; `auto` is
+    # `kubernetes` in a pod and `none` elsewhere (where the default bind is loopback only).
+    auth: Literal["auto", "none", "kubernetes"] = "auto"
+    # The cluster that reviews the tokens when not the pod's own (off-cluster with auth kubernetes).
+    auth_kubeconfig: FilePath | None = None
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1241,3 +1241,15 @@ def test_drain_skip_wait_for_delete_timeout(value: str | None, expected: float |
     config = parse_config(dump(doc(cls__drain={"skipWaitForDeleteTimeout": value})))
     (cls,) = config.policy(config.clusters[0].name).classes
     assert cls.drain.skip_wait_for_delete_s == expected
+
+
+def test_http_auth_defaults_to_auto_and_takes_a_review_kubeconfig(tmp_path: Path) -> None:
+    assert parse_config(dump(doc())).http.auth == "auto"
+    config = parse_config(
+        dump(doc(http={"bind": ":9478", "auth": "kubernetes", "authKubeconfig": "kc"})), base_dir=tmp_path
+    )
+    assert config.http.auth == "kubernetes"
+    assert config.http.auth_kubeconfig == tmp_path / "kc"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(dump(doc(http={"auth": "tls"})))
+    assert "http.auth" in caught.value.render()

@@ -24,7 +24,7 @@ from noderescue.adapters.notify.webhook import Notifier, WebhookNotifier
 from noderescue.config import Config, ConfigError, load_config
 from noderescue.metrics import METRICS, REGISTRY, Metrics
 from noderescue.runtime.cluster import ClusterRuntime, RuntimeOptions
-from noderescue.runtime.http import HttpServer
+from noderescue.runtime.http import HttpServer, build_authorizer
 from noderescue.runtime.logs import configure_logging
 from noderescue.runtime.systemd import SystemdNotifier
 
@@ -103,7 +103,10 @@ async def run_daemon(
     systemd = SystemdNotifier.from_env()
     notifiers: list[WebhookNotifier] = []
     host, port = config.http_bind
-    server = HttpServer(f"[{host}]:{port}" if ":" in host else f"{host}:{port}", daemon, REGISTRY)
+    authorizer = await build_authorizer(config.http.auth, config.http.auth_kubeconfig)
+    server = HttpServer(
+        f"[{host}]:{port}" if ":" in host else f"{host}:{port}", daemon, REGISTRY, authorizer=authorizer
+    )
     watchdog: asyncio.Task[None] | None = None
     try:
         await server.start()
@@ -138,6 +141,8 @@ async def run_daemon(
         for notifier in notifiers:
             await notifier.close()
         await server.stop()
+        if authorizer is not None:
+            await authorizer.close()
         systemd.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
