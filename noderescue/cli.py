@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a configuration file")
     check.add_argument("file", type=Path)
+    check.add_argument(
+        "--strict", action="store_true", help="warnings (e.g. a secret written inline) are errors too"
+    )
     _add_operator_commands(sub)
 
     run = sub.add_parser("run", help="the daemon")
@@ -50,14 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_check_config(file: Path) -> int:
-    from noderescue.config import ConfigError, load_config
+def cmd_check_config(file: Path, *, strict: bool = False) -> int:
+    from noderescue.config import ConfigError, load_config_report
 
     try:
-        config = load_config(file)
+        config, warnings = load_config_report(file)
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         return EXIT_USAGE
+    if strict and warnings:
+        print(ConfigError(warnings, str(file)).render(), file=sys.stderr)
+        return EXIT_USAGE
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print("ok")
     for line in config.summary_lines():
         print(f"  {line}")
@@ -125,7 +133,7 @@ def cmd_sim_serve(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "check-config":
-        return cmd_check_config(args.file)
+        return cmd_check_config(args.file, strict=args.strict)
     if args.command == "sim":
         return cmd_sim_serve(args)
     if args.command in OPERATOR_COMMANDS:

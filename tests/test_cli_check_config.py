@@ -21,9 +21,9 @@ CAP_DAC_OVERRIDE = 1
 CAP_DAC_READ_SEARCH = 2
 
 
-def check_config(path: Path, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+def check_config(path: Path, *flags: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "noderescue", "check-config", str(path)],
+        [sys.executable, "-m", "noderescue", "check-config", *flags, str(path)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -147,3 +147,55 @@ def test_unreadable_file(unreadable_file: Path) -> None:
         except subprocess.SubprocessError as exc:  # no CAP_SETPCAP in this container
             pytest.skip(f"cannot make the file unreadable for root: {exc}")
     assert_one_line_failure(result, unreadable_file, "permission denied")
+
+
+INLINE_SECRET = """\
+clusters:
+  - name: prod
+    provider: none
+notifications:
+  - type: webhook
+    url: https://hooks.slack.com/services/T0000/B0000/XXXXXXXXXXXXXXXXXXXXXXXX
+nodeClasses:
+  - name: workers
+    selector: {}
+    ladder: [notify]
+"""
+WARNING = (
+    "notifications[0].url (line 6): the webhook URL is written inline (webhook URLs carry their "
+    "secret): use urlFile (a mounted Secret, a systemd credential) or urlEnv"
+)
+
+
+def test_an_inline_secret_is_a_warning_with_exit_0(tmp_path: Path) -> None:
+    path = tmp_path / "inline.yaml"
+    path.write_text(INLINE_SECRET)
+    result = check_config(path)
+    assert result.returncode == 0
+    assert result.stdout.splitlines()[0] == "ok"
+    assert result.stderr.splitlines() == [f"warning: {WARNING}"]
+    assert "XXXXXXXX" not in result.stdout + result.stderr
+
+
+def test_an_inline_secret_is_an_error_under_strict(tmp_path: Path) -> None:
+    path = tmp_path / "inline.yaml"
+    path.write_text(INLINE_SECRET)
+    result = check_config(path, "--strict")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [WARNING, f"1 error in {path}"]
+
+
+def test_the_example_passes_strict() -> None:
+    result = check_config(EXAMPLE, "--strict")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+def test_an_invalid_secret_url_is_not_printed(tmp_path: Path) -> None:
+    path = tmp_path / "bad-url.yaml"
+    path.write_text(INLINE_SECRET.replace("https://hooks.slack.com", "hooks.slack.com"))
+    result = check_config(path)
+    assert result.returncode == 2
+    assert "notifications[0].url (line 6): invalid URL 'hooks.slack.com/…'" in result.stderr
+    assert "XXXXXXXX" not in result.stderr

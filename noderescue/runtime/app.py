@@ -118,9 +118,12 @@ async def run_daemon(
             http_port=server.port,
         )
         watchdog = systemd.start_watchdog()
-        for webhook in config.notifications:
+        for index, webhook in enumerate(config.notifications):
+            where = f"notifications[{index}]"
             notifier = WebhookNotifier(
-                str(webhook.url), events=frozenset(webhook.events), headers=webhook.headers
+                webhook.resolve_url(f"{where}.url"),
+                events=frozenset(webhook.events),
+                headers=webhook.resolve_headers(f"{where}.headers"),
             )
             notifier.start()
             notifiers.append(notifier)
