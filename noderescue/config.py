@@ -120,6 +120,9 @@ class AwsSettings(_Settings):
     auto_scaling_groups: Annotated[tuple[NonEmptyStr, ...], NonEmpty]
     # Another endpoint for EC2/Auto Scaling/SSM (the emulator's moto server, a VPC endpoint).
     endpoint_url: HttpUrl | None = None
+    # The SSM Command document a repair runs (deploy/aws/ssm-document.json, created under this
+    # name); the IAM policy grants SendCommand with this document only.
+    ssm_document: NonEmptyStr = "noderescue-repair"
 
 
 class AzureSettings(_Settings):

@@ -57,6 +57,9 @@ T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
 PROVIDER = "aws"
+# noderescue's own SSM Command document (deploy/aws/ssm-document.json): it runs one command whose
+# text must match the document's allowedPattern, so the IAM grant is not "any shell command".
+DEFAULT_SSM_DOCUMENT = "noderescue-repair"
 
 THROTTLING_CODES = frozenset({"Throttling", "ThrottlingException", "RequestLimitExceeded", "RateExceeded"})
 NOT_FOUND_CODES = frozenset({"InvalidInstanceID.NotFound"})
@@ -128,6 +131,7 @@ class AwsProvider:
         metrics: Metrics = METRICS,
         session: boto3.session.Session | None = None,
         clock: Callable[[], float] = time.time,
+        ssm_document: str = DEFAULT_SSM_DOCUMENT,
     ) -> None:
         """Builds the boto3 clients, which loads service models (~0.1 s each): construct it off
         the event loop (``build_provider`` does, with ``asyncio.to_thread``).
@@ -136,6 +140,7 @@ class AwsProvider:
         variants) itself.
         """
         self._allowed_groups = frozenset(allowed_groups)
+        self._ssm_document = ssm_document
         self._retry = retry or RetryPolicy()
         self._metrics = metrics
         self._clock = clock
@@ -263,8 +268,8 @@ class AwsProvider:
             "SendCommand",
             self._ssm.send_command,
             InstanceIds=[instance.id],
-            DocumentName="AWS-RunShellScript",
-            Parameters={"commands": [command]},
+            DocumentName=self._ssm_document,
+            Parameters={"command": [command]},
             Comment=f"noderescue repair of {instance.id}"[:100],  # SSM caps comments at 100 chars
         )
         command_id = resp["Command"]["CommandId"]

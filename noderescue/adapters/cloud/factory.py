@@ -59,6 +59,7 @@ async def build_provider(
             endpoint_url=str(aws.endpoint_url) if aws.endpoint_url is not None else None,
             retry=retry,
             metrics=metrics,
+            ssm_document=aws.ssm_document,
         )
     elif cluster.provider == "azure" and cluster.azure is not None:
         azure = cluster.azure
