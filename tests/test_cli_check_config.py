@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -199,3 +200,35 @@ def test_an_invalid_secret_url_is_not_printed(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "notifications[0].url (line 6): invalid URL 'hooks.slack.com/…'" in result.stderr
     assert "XXXXXXXX" not in result.stderr
+
+
+def _run_once(path: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+    return subprocess.run(
+        [sys.executable, "-m", "noderescue", "run", "--once", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+
+
+def test_the_daemon_refuses_to_start_without_its_secret_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(re.sub(r"url: \S+", "urlFile: missing-url", INLINE_SECRET))
+    result = _run_once(path)
+    assert result.returncode == 2
+    output = result.stdout + result.stderr
+    assert "notifications[0].urlFile" in output and "no such file" in output
+    assert "Traceback" not in output
+
+
+def test_the_daemon_refuses_to_start_when_it_cannot_review_tokens(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(INLINE_SECRET.replace("clusters:", "http: {auth: kubernetes}\nclusters:", 1))
+    result = _run_once(path)
+    assert result.returncode == 2
+    output = result.stdout + result.stderr
+    assert "http.auth kubernetes" in output and "Traceback" not in output
+    assert "XXXXXXXX" not in output

@@ -299,6 +299,11 @@ class AuthUnavailable(Exception):
     """The authorizer could not decide (API server unreachable): 503, not a denial."""
 
 
+class AuthSetupError(Exception):
+    """``http.auth`` asks for token reviews but no client for them can be made (no service
+    account token in the pod, a broken ``authKubeconfig``)."""
+
+
 class Authorizer(Protocol):
     async def authorize(self, token: str | None, path: str) -> AuthDecision: ...
 
@@ -417,7 +422,16 @@ async def build_authorizer(mode: AuthMode, kubeconfig: Path | None = None) -> Ku
     reviews tokens (None: the pod's own service account)."""
     if mode == "none" or (mode == "auto" and kubeconfig is None and not in_cluster()):
         return None
-    api = await make_api_client(kubeconfig, None)
+    try:
+        api = await make_api_client(kubeconfig, None)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        where = f"kubeconfig {kubeconfig}" if kubeconfig else "the pod's service account"
+        raise AuthSetupError(
+            f"http.auth {mode}: cannot reach the API server that reviews tokens through {where}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
     return KubernetesAuthorizer(api)
 
 
