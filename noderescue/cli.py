@@ -30,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a configuration file")
     check.add_argument("file", type=Path)
-    check.add_argument("--strict", action="store_true", help="treat warnings as errors (exit 2)")
+    check.add_argument(
+        "--strict", action="store_true", help="warnings (e.g. a secret written inline) are errors (exit 2)"
+    )
     _add_operator_commands(sub)
 
     run = sub.add_parser("run", help="the daemon")
@@ -52,15 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_check_config(file: Path, *, strict: bool = False) -> int:
-    from noderescue.config import ConfigError, load_config
+    from noderescue.config import ConfigError, load_config_report
     from noderescue.config_checks import file_warnings
 
     try:
-        config = load_config(file)
+        config, warnings = load_config_report(file)
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         return EXIT_USAGE
-    warnings = file_warnings(file)
+    warnings = sorted({*warnings, *file_warnings(file)}, key=lambda w: (w.line or 0, str(w)))
     if strict and warnings:
         print(ConfigError(warnings, str(file)).render() + " (--strict: warnings are errors)", file=sys.stderr)
         return EXIT_USAGE

@@ -29,6 +29,7 @@ from pydantic.alias_generators import to_camel
 from noderescue.config_checks import cross_checks
 from noderescue.config_errors import ConfigError, ConfigIssue
 from noderescue.config_messages import issue_from_pydantic
+from noderescue.config_secrets import ENV_NAME, inline_secret_warnings, read_secret, redact_url, resolve_url
 from noderescue.config_values import (
     describe,
     format_time,
@@ -69,7 +70,9 @@ __all__ = [
     "WebhookSettings",
     "format_duration",
     "load_config",
+    "load_config_report",
     "parse_config",
+    "parse_config_report",
     "parse_duration",
 ]
 
@@ -117,6 +120,9 @@ class AwsSettings(_Settings):
     auto_scaling_groups: Annotated[tuple[NonEmptyStr, ...], NonEmpty]
     # Another endpoint for EC2/Auto Scaling/SSM (the emulator's moto server, a VPC endpoint).
     endpoint_url: HttpUrl | None = None
+    # The SSM Command document a repair runs (deploy/aws/ssm-document.json, created under this
+    # name); the IAM policy grants SendCommand with this document only.
+    ssm_document: NonEmptyStr = "noderescue-repair"
 
 
 class AzureSettings(_Settings):
@@ -227,15 +233,84 @@ DEFAULT_NOTIFICATION_EVENTS: tuple[NotificationEvent, ...] = (
 )
 
 
+def _parse_secret_url(value: Any) -> str:
+    # parse_http_url's message quotes the value; a webhook URL's path is its secret.
+    if isinstance(value, str):
+        scheme, sep, rest = value.strip().partition("://")
+        if sep and scheme in ("http", "https") and rest and not rest.startswith("/"):
+            return value.strip()
+    raise value_error("url", f"invalid URL {redact_url(value)}: expected http://... or https://...")
+
+
+def _parse_env_name(value: Any) -> str:
+    if isinstance(value, str) and ENV_NAME.match(value):
+        return value
+    raise value_error(
+        "env_name",
+        f"expected an environment variable name (e.g. NODERESCUE_WEBHOOK_URL), got {describe(value)}",
+    )
+
+
+SecretUrl = Annotated[str, PlainValidator(_parse_secret_url)]
+EnvName = Annotated[str, PlainValidator(_parse_env_name)]
+
+
 class WebhookSettings(_Settings):
+    """The URL (its path or query is the secret for Slack, Teams, Discord) comes from exactly one
+    of ``url`` (inline: warned about), ``urlFile`` or ``urlEnv``; headers likewise from
+    ``headers`` (inline), ``headersFile`` (header name -> file) or ``headersEnv`` (-> variable)."""
+
     type: Literal["webhook"]
-    url: HttpUrl
+    url: SecretUrl | None = None
+    url_file: FilePath | None = None
+    url_env: EnvName | None = None
     events: Annotated[tuple[NotificationEvent, ...], NonEmpty] = DEFAULT_NOTIFICATION_EVENTS
     headers: dict[str, str] = Field(default_factory=dict)  # e.g. Authorization; never logged
+    headers_file: dict[str, FilePath] = Field(default_factory=dict)
+    headers_env: dict[str, EnvName] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_url_source(self) -> WebhookSettings:
+        given = [
+            key
+            for key, value in (("url", self.url), ("urlFile", self.url_file), ("urlEnv", self.url_env))
+            if value is not None
+        ]
+        if len(given) != 1:
+            raise value_error(
+                "secret_source",
+                "give the webhook URL as exactly one of urlFile, urlEnv or url"
+                + (f" (got {', '.join(given)})" if given else ""),
+            )
+        names = [n.lower() for n in (*self.headers, *self.headers_file, *self.headers_env)]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise value_error("secret_source", f"header {', '.join(twice)} is given more than once")
+        return self
+
+    def resolve_url(self, where: str = "webhook url") -> str:
+        """The URL, read from its file or variable now (SecretError when it cannot be)."""
+        value = read_secret(inline=self.url, file=self.url_file, env=self.url_env, where=where)
+        return resolve_url(value, where)
+
+    def resolve_headers(self, where: str = "webhook headers") -> dict[str, str]:
+        """Every header, the secret ones read from their files or variables now."""
+        headers = dict(self.headers)
+        for name, file in self.headers_file.items():
+            headers[name] = read_secret(inline=None, file=file, env=None, where=f"{where}.{name}")
+        for name, env in self.headers_env.items():
+            headers[name] = read_secret(inline=None, file=None, env=env, where=f"{where}.{name}")
+        return headers
 
 
 class HttpSettings(_Settings):
     bind: BindAddress = ("127.0.0.1", 9478)
+    # Who may read /metrics and /status: `kubernetes` asks the API server (TokenReview +
+    # SubjectAccessReview `get` on the path); `none` lets anyone who can connect; `auto` is
+    # `kubernetes` in a pod and `none` elsewhere (where the default bind is loopback only).
+    auth: Literal["auto", "none", "kubernetes"] = "auto"
+    # The cluster that reviews the tokens when not the pod's own (off-cluster with auth kubernetes).
+    auth_kubeconfig: FilePath | None = None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -577,6 +652,12 @@ def _cluster_summary(cluster: ClusterSettings, dry_run: bool) -> str:
 
 def load_config(path: Path, *, dry_run_override: bool = False) -> Config:
     """Read and validate a configuration file; ``dry_run_override`` forces dry-run on."""
+    return load_config_report(path, dry_run_override=dry_run_override)[0]
+
+
+def load_config_report(path: Path, *, dry_run_override: bool = False) -> tuple[Config, list[ConfigIssue]]:
+    """:func:`load_config`, plus the warnings: usable settings that should be changed (a
+    secret written inline). ``check-config --strict`` turns them into errors."""
     source = str(path)
     try:
         raw = path.read_bytes()
@@ -594,14 +675,21 @@ def load_config(path: Path, *, dry_run_override: bool = False) -> Config:
         raise ConfigError.file_problem(
             source, f"not UTF-8 text (undecodable byte at offset {exc.start}); is this a configuration file?"
         ) from None
-    config = parse_config(text, source, base_dir=path.absolute().parent)
+    config, warnings = parse_config_report(text, source, base_dir=path.absolute().parent)
     if dry_run_override and not config.dry_run:
         config = config.model_copy(update={"dry_run": True})
-    return config
+    return config, warnings
 
 
 def parse_config(text: str, source: str = "<string>", *, base_dir: Path | None = None) -> Config:
     """Validate configuration text; relative file paths in it are taken relative to ``base_dir``."""
+    return parse_config_report(text, source, base_dir=base_dir)[0]
+
+
+def parse_config_report(
+    text: str, source: str = "<string>", *, base_dir: Path | None = None
+) -> tuple[Config, list[ConfigIssue]]:
+    """:func:`parse_config` and the warnings (sorted by line)."""
     loaded = load_yaml(text, source)
     data = loaded.data
     if not isinstance(data, dict):
@@ -620,4 +708,6 @@ def parse_config(text: str, source: str = "<string>", *, base_dir: Path | None =
         issues.sort(key=lambda issue: (issue.line is None, issue.line or 0))
         raise ConfigError(issues, source)
     assert config is not None
-    return config
+    warnings = inline_secret_warnings(data, loaded.lines)
+    warnings.sort(key=lambda issue: (issue.line is None, issue.line or 0))
+    return config, warnings

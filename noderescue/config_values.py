@@ -302,7 +302,9 @@ def parse_bind(value: Any) -> tuple[str, int]:
         raise value_error(
             "bind", f"invalid bind address {value!r}: put IPv6 addresses in brackets, e.g. [::1]:9478"
         )
-    return (host or "0.0.0.0", int(port_text))
+    # Bandit B104 is silenced below: an empty host (":9478") is the operator asking for every
+    # interface in the configuration; the default bind stays loopback.
+    return (host or "0.0.0.0", int(port_text))  # nosec B104
 
 
 def parse_http_url(value: Any) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,9 +22,9 @@ CAP_DAC_OVERRIDE = 1
 CAP_DAC_READ_SEARCH = 2
 
 
-def check_config(path: Path, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+def check_config(path: Path, *flags: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "noderescue", "check-config", str(path)],
+        [sys.executable, "-m", "noderescue", "check-config", *flags, str(path)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -44,13 +45,7 @@ def test_example_is_ok_with_a_line_per_cluster_and_class() -> None:
         "gpu-pets",
         "workers",
     ]
-    # The example documents the default maxUnhealthy, a percentage: the one caveat it carries.
-    assert result.stderr.splitlines() == [
-        "warning: safety.maxUnhealthy (line 52): maxUnhealthy 40% rounds down: a class (or cluster) of "
-        "fewer than 3 nodes may have 0 unhealthy nodes, so one unhealthy node trips the short-circuit and "
-        "none of its nodes is ever remediated; if a class can be that small, give a count (e.g. "
-        "maxUnhealthy: 1)"
-    ]
+    assert result.stderr == ""
 
 
 THREE_MISTAKES = """\
@@ -153,6 +148,90 @@ def test_unreadable_file(unreadable_file: Path) -> None:
         except subprocess.SubprocessError as exc:  # no CAP_SETPCAP in this container
             pytest.skip(f"cannot make the file unreadable for root: {exc}")
     assert_one_line_failure(result, unreadable_file, "permission denied")
+
+
+INLINE_SECRET = """\
+clusters:
+  - name: prod
+    provider: none
+notifications:
+  - type: webhook
+    url: https://hooks.slack.com/services/T0000/B0000/XXXXXXXXXXXXXXXXXXXXXXXX
+nodeClasses:
+  - name: workers
+    selector: {}
+    ladder: [notify]
+"""
+WARNING = (
+    "notifications[0].url (line 6): the webhook URL is written inline (webhook URLs carry their "
+    "secret): use urlFile (a mounted Secret, a systemd credential) or urlEnv"
+)
+
+
+def test_an_inline_secret_is_a_warning_with_exit_0(tmp_path: Path) -> None:
+    path = tmp_path / "inline.yaml"
+    path.write_text(INLINE_SECRET)
+    result = check_config(path)
+    assert result.returncode == 0
+    assert result.stdout.splitlines()[0] == "ok"
+    assert result.stderr.splitlines() == [f"warning: {WARNING}"]
+    assert "XXXXXXXX" not in result.stdout + result.stderr
+
+
+def test_an_inline_secret_is_an_error_under_strict(tmp_path: Path) -> None:
+    path = tmp_path / "inline.yaml"
+    path.write_text(INLINE_SECRET)
+    result = check_config(path, "--strict")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [WARNING, f"1 error in {path}"]
+
+
+def test_the_example_passes_strict() -> None:
+    result = check_config(EXAMPLE, "--strict")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+def test_an_invalid_secret_url_is_not_printed(tmp_path: Path) -> None:
+    path = tmp_path / "bad-url.yaml"
+    path.write_text(INLINE_SECRET.replace("https://hooks.slack.com", "hooks.slack.com"))
+    result = check_config(path)
+    assert result.returncode == 2
+    assert "notifications[0].url (line 6): invalid URL 'hooks.slack.com/…'" in result.stderr
+    assert "XXXXXXXX" not in result.stderr
+
+
+def _run_once(path: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+    return subprocess.run(
+        [sys.executable, "-m", "noderescue", "run", "--once", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+
+
+def test_the_daemon_refuses_to_start_without_its_secret_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(re.sub(r"url: \S+", "urlFile: missing-url", INLINE_SECRET))
+    result = _run_once(path)
+    assert result.returncode == 2
+    output = result.stdout + result.stderr
+    assert "notifications[0].urlFile" in output and "no such file" in output
+    assert "Traceback" not in output
+
+
+def test_the_daemon_refuses_to_start_when_it_cannot_review_tokens(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(INLINE_SECRET.replace("clusters:", "http: {auth: kubernetes}\nclusters:", 1))
+    result = _run_once(path)
+    assert result.returncode == 2
+    output = result.stdout + result.stderr
+    assert "http.auth kubernetes" in output and "Traceback" not in output
+    assert "XXXXXXXX" not in output
 
 
 FOOT_GUNS = """\

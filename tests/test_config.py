@@ -20,6 +20,7 @@ from noderescue.config import (
     format_duration,
     load_config,
     parse_config,
+    parse_config_report,
     parse_duration,
 )
 from noderescue.config_values import parse_bind, parse_quantity
@@ -1326,3 +1327,128 @@ def test_config_warnings(changes: dict[str, Any], expected: list[str]) -> None:
     assert len(found) == len(expected), found
     for message, start in zip(found, expected, strict=True):
         assert message.startswith(start), message
+def test_http_auth_defaults_to_auto_and_takes_a_review_kubeconfig(tmp_path: Path) -> None:
+    assert parse_config(dump(doc())).http.auth == "auto"
+    config = parse_config(
+        dump(doc(http={"bind": ":9478", "auth": "kubernetes", "authKubeconfig": "kc"})), base_dir=tmp_path
+    )
+    assert config.http.auth == "kubernetes"
+    assert config.http.auth_kubeconfig == tmp_path / "kc"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(dump(doc(http={"auth": "tls"})))
+    assert "http.auth" in caught.value.render()
+
+
+# ---------------------------------------------------------------------------------------------
+# Secrets: from files or the environment, warned about inline, never echoed
+# ---------------------------------------------------------------------------------------------
+
+SLACK_SECRET = "T0000/B0000/XXXXXXXXXXXXXXXXXXXXXXXX"
+
+
+def webhook(**keys: Any) -> dict[str, Any]:
+    return doc(notifications=[{"type": "webhook", **keys}])
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param(f"hooks.slack.com/services/{SLACK_SECRET}", id="no-scheme"),
+        pytest.param(f"ftp://hooks.slack.com/services/{SLACK_SECRET}", id="wrong-scheme"),
+        pytest.param(f"https:///services/{SLACK_SECRET}", id="no-host"),
+    ],
+)
+def test_an_invalid_webhook_url_is_reported_without_its_secret(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(dump(webhook(url=url)))
+    rendered = caught.value.render()
+    assert "notifications[0].url" in rendered
+    assert "XXXXXXXX" not in rendered and "B0000" not in rendered
+    assert "XXXXXXXX" not in str(caught.value)
+
+
+def test_webhook_url_from_a_file(tmp_path: Path) -> None:
+    (tmp_path / "url").write_text(f"https://hooks.slack.com/services/{SLACK_SECRET}\n")
+    config = parse_config(dump(webhook(urlFile="url")), base_dir=tmp_path)
+    settings = config.notifications[0]
+    assert settings.url is None and settings.url_file == tmp_path / "url"
+    assert settings.resolve_url() == f"https://hooks.slack.com/services/{SLACK_SECRET}"
+    # The configuration itself never held the secret.
+    assert SLACK_SECRET not in repr(config)
+
+
+def test_webhook_url_and_headers_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOOK_URL", "https://example.com/hook?token=abc")
+    monkeypatch.setenv("HOOK_AUTH", "Bearer s3cr3t")
+    config = parse_config(
+        dump(webhook(urlEnv="HOOK_URL", headers={"X-Team": "sre"}, headersEnv={"Authorization": "HOOK_AUTH"}))
+    )
+    settings = config.notifications[0]
+    assert settings.resolve_url() == "https://example.com/hook?token=abc"
+    assert settings.resolve_headers() == {"X-Team": "sre", "Authorization": "Bearer s3cr3t"}
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        pytest.param({}, "exactly one of urlFile, urlEnv or url", id="none"),
+        pytest.param(
+            {"url": "https://h/x", "urlEnv": "X"},
+            "exactly one of urlFile, urlEnv or url (got url, urlEnv)",
+            id="two",
+        ),
+        pytest.param({"urlEnv": "not a name"}, "expected an environment variable name", id="bad-env-name"),
+        pytest.param(
+            {"urlEnv": "U", "headers": {"authorization": "x"}, "headersEnv": {"Authorization": "A"}},
+            "header authorization is given more than once",
+            id="header-twice",
+        ),
+    ],
+)
+def test_webhook_secret_sources_are_validated(keys: dict[str, Any], message: str) -> None:
+    [issue] = errors_of(dump(webhook(**keys)))
+    assert issue.path == "notifications[0]" or issue.path.startswith("notifications[0].")
+    assert message in issue.message
+
+
+def test_unreadable_secrets_say_where_from_but_not_what(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from noderescue.config_secrets import SecretError
+
+    config = parse_config(dump(webhook(urlFile="missing")), base_dir=tmp_path)
+    with pytest.raises(SecretError, match=r"notifications\[0\]\.urlFile: .*missing: no such file"):
+        config.notifications[0].resolve_url("notifications[0].url")
+    (tmp_path / "bad").write_text(f"hooks.slack.com/services/{SLACK_SECRET}")
+    config = parse_config(dump(webhook(urlFile="bad")), base_dir=tmp_path)
+    with pytest.raises(SecretError) as caught:
+        config.notifications[0].resolve_url("notifications[0].url")
+    assert "invalid URL 'hooks.slack.com/…'" in str(caught.value)
+    assert SLACK_SECRET not in str(caught.value)
+    monkeypatch.delenv("UNSET_HOOK", raising=False)
+    config = parse_config(dump(webhook(urlEnv="UNSET_HOOK")))
+    with pytest.raises(SecretError, match="UNSET_HOOK is not set"):
+        config.notifications[0].resolve_url()
+
+
+def test_inline_secrets_are_warnings_with_their_yaml_path_and_line() -> None:
+    text = dump(
+        webhook(
+            url="https://hooks.slack.com/services/x", headers={"Authorization": "Bearer t", "X-Team": "a"}
+        )
+    )
+    config, warnings = parse_config_report(text)
+    assert config.notifications[0].url == "https://hooks.slack.com/services/x"
+    assert [(w.path, w.line) for w in warnings] == [
+        ("notifications[0].url", line_of(text, "url:")),
+        ("notifications[0].headers.Authorization", line_of(text, "Authorization:")),
+    ]
+    assert "urlFile" in warnings[0].message
+    assert "Bearer t" not in str(warnings[1])
+
+
+def test_secrets_from_files_or_the_environment_warn_about_nothing() -> None:
+    _, warnings = parse_config_report(dump(webhook(urlEnv="U", headersEnv={"Authorization": "A"})))
+    assert warnings == []
+    _, warnings = parse_config_report(EXAMPLE.read_text(), base_dir=EXAMPLE.parent)
+    assert warnings == []

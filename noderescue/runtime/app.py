@@ -22,9 +22,10 @@ import structlog
 from noderescue import __version__
 from noderescue.adapters.notify.webhook import Notifier, WebhookNotifier
 from noderescue.config import Config, ConfigError, load_config
+from noderescue.config_secrets import SecretError
 from noderescue.metrics import METRICS, REGISTRY, Metrics
 from noderescue.runtime.cluster import ClusterRuntime, RuntimeOptions
-from noderescue.runtime.http import HttpServer
+from noderescue.runtime.http import AuthSetupError, HttpServer, build_authorizer
 from noderescue.runtime.logs import configure_logging
 from noderescue.runtime.systemd import SystemdNotifier
 
@@ -103,7 +104,20 @@ async def run_daemon(
     systemd = SystemdNotifier.from_env()
     notifiers: list[WebhookNotifier] = []
     host, port = config.http_bind
-    server = HttpServer(f"[{host}]:{port}" if ":" in host else f"{host}:{port}", daemon, REGISTRY)
+    # Secrets and the token reviewer first: a missing secret file fails the start at once (exit
+    # 2 through cmd_run), before the port is open or any cluster is touched.
+    webhooks = [
+        (
+            webhook.resolve_url(f"notifications[{index}].url"),
+            webhook.resolve_headers(f"notifications[{index}].headers"),
+            frozenset(webhook.events),
+        )
+        for index, webhook in enumerate(config.notifications)
+    ]
+    authorizer = await build_authorizer(config.http.auth, config.http.auth_kubeconfig)
+    server = HttpServer(
+        f"[{host}]:{port}" if ":" in host else f"{host}:{port}", daemon, REGISTRY, authorizer=authorizer
+    )
     watchdog: asyncio.Task[None] | None = None
     try:
         await server.start()
@@ -115,10 +129,8 @@ async def run_daemon(
             http_port=server.port,
         )
         watchdog = systemd.start_watchdog()
-        for webhook in config.notifications:
-            notifier = WebhookNotifier(
-                str(webhook.url), events=frozenset(webhook.events), headers=webhook.headers
-            )
+        for url, headers, events in webhooks:
+            notifier = WebhookNotifier(url, events=events, headers=headers)
             notifier.start()
             notifiers.append(notifier)
         async with asyncio.TaskGroup() as group:
@@ -138,6 +150,8 @@ async def run_daemon(
         for notifier in notifiers:
             await notifier.close()
         await server.stop()
+        if authorizer is not None:
+            await authorizer.close()
         systemd.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -223,6 +237,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         return asyncio.run(run_daemon(config, once=args.once, dry_run=config.dry_run))
+    except (SecretError, AuthSetupError) as exc:  # a secret file or the token reviewer: config
+        log.error("daemon_failed", error=str(exc))
+        return EXIT_USAGE
     except OSError as exc:  # e.g. the HTTP port is taken
         log.error("daemon_failed", error=str(exc))
         return EXIT_FAILURE

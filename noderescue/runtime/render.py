@@ -195,18 +195,29 @@ def healthy_summary(plan: Plan) -> list[tuple[str, int]]:
 # ------------------------------------------------------------------------------------------------
 
 
-def rfc3339(ts: float | None) -> str | None:
-    if ts is None:
+def _moment(ts: float) -> datetime | None:
+    """The UTC datetime of ``ts``; None when no calendar date has it (records are annotations
+    a node or a bug may have filled with 1e300, inf or nan: show that, do not crash on it)."""
+    try:
+        return datetime.fromtimestamp(ts, UTC)
+    except (OverflowError, ValueError, OSError):
         return None
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def rfc3339(ts: float | None) -> str | None:
+    """RFC 3339 UTC; None for no time and for a time no calendar has."""
+    moment = None if ts is None else _moment(ts)
+    return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def when_text(ts: float | None, now: float) -> str:
     """``17:05:45Z (in 45s)``; the date too when it is another day than ``now``."""
     if ts is None:
         return "-"
-    moment = datetime.fromtimestamp(ts, UTC)
-    same_day = moment.date() == datetime.fromtimestamp(now, UTC).date()
+    moment, today = _moment(ts), _moment(now)
+    if moment is None or today is None:
+        return f"invalid time ({ts:.6g})"
+    same_day = moment.date() == today.date()
     clock = moment.strftime("%H:%M:%SZ" if same_day else "%Y-%m-%d %H:%M:%SZ")
     delta = round(ts - now)
     relative = (

@@ -84,6 +84,11 @@ _UPSTREAM_TIMEOUT_S = 60.0
 _ACCOUNT_HEADER = "x-moto-account-id"  # moto's per-request account switch
 
 
+# Documents that run a shell command on a Linux node: AWS's own and noderescue's (which AWS
+# would also check against its allowedPattern; the emulator takes that on trust).
+REPAIR_DOCUMENTS = frozenset({"AWS-RunShellScript", "noderescue-repair"})
+
+
 @dataclass(frozen=True, slots=True)
 class AwsCall:
     """What the proxy needs to know about one request."""
@@ -549,7 +554,7 @@ class AwsCloud:
                 if group is not None:
                     await self._replace_outside_terminate(group, instance_id)
         elif call.service == "ssm" and call.action == "SendCommand":
-            if call.params.get("DocumentName") != "AWS-RunShellScript":
+            if call.params.get("DocumentName") not in REPAIR_DOCUMENTS:
                 return data  # only shell commands repair a Linux node
             return self._send_command(call, data)
         elif call.service == "ssm" and call.action == "GetCommandInvocation":

@@ -32,6 +32,7 @@ class PolicyRule(TypedDict, total=False):
     resources: list[str]
     verbs: list[str]
     resourceNames: list[str]
+    nonResourceURLs: list[str]
 
 
 @functools.cache

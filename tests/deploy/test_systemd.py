@@ -48,9 +48,11 @@ def _directives(text: str) -> dict[str, list[str]]:
         pytest.param("EnvironmentFile", "-/etc/default/noderescue", id="optional-environment-file"),
         pytest.param(
             "ExecStart",
-            "/opt/noderescue/venv/bin/noderescue run --config /etc/noderescue/config.yaml",
+            # %d: the credentials directory; the config arrives there as a credential.
+            "/opt/noderescue/venv/bin/noderescue run --config %d/config.yaml",
             id="exec-start",
         ),
+        pytest.param("LoadCredential", "config.yaml:/etc/noderescue/config.yaml", id="config-as-credential"),
         pytest.param("NoNewPrivileges", "yes", id="no-new-privileges"),
         pytest.param("ProtectSystem", "strict", id="read-only-system"),
         pytest.param("CapabilityBoundingSet", "", id="no-capabilities"),
@@ -123,3 +125,20 @@ def test_verify_reports_nothing(tmp_path: Path) -> None:
         [SYSTEMD_ANALYZE, "verify", str(unit)], capture_output=True, text=True, timeout=60, check=False
     )
     assert (completed.returncode, completed.stdout + completed.stderr) == (0, "")
+
+
+README = REPO / "systemd" / "README.md"
+
+
+def test_readme_installs_the_config_unreadable_to_others_and_secrets_as_credentials() -> None:
+    text = README.read_text()
+    installs = re.findall(r"install\s+(?:-o \S+ )?(?:-g \S+ )?-m (\d{4}) (\S+) /etc/noderescue/(\S+)", text)
+    modes = {target: mode for mode, _, target in installs}
+    assert modes["config.yaml"] == "0640"
+    # Every file installed under /etc/noderescue is unreadable to other users.
+    assert all(mode[-1] == "0" for mode in modes.values()), modes
+    assert "0644" not in " ".join(line for line in text.splitlines() if "/etc/noderescue/" in line)
+    # The webhook URL is a credential, and the example configuration reads it from there.
+    assert "LoadCredential=webhook-url:/etc/noderescue/webhook-url" in text
+    example = (REPO / "config.example.yaml").read_text()
+    assert "urlFile: /run/credentials/noderescue.service/webhook-url" in example

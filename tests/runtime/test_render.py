@@ -360,3 +360,25 @@ def test_record_of_a_vanished_node_is_shown_as_gone() -> None:
     (cluster,) = orjson.loads(render.plans_json([cp]))["clusters"]
     gone = {n["name"]: n for n in cluster["nodes"]}["vanished"]
     assert (gone["health"], gone["record"]["phase"]) == ("gone", "acting")
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [
+        pytest.param(1e20, id="far-future"),
+        pytest.param(-1e20, id="far-past"),
+        pytest.param(1e300, id="huge"),
+        pytest.param(float("inf"), id="infinite"),
+        pytest.param(float("nan"), id="nan"),
+    ],
+)
+def test_status_survives_a_record_with_an_impossible_timestamp(ts: float) -> None:
+    # Records are annotations on Nodes: a forged or corrupted one must not crash `status`.
+    records = {"bad": record("bad", Phase.ACTING, started=ts, step_started=ts, deadline=ts)}
+    nodes = [node("bad", ("KernelDeadlock", "True")), *healthy_nodes(2)]
+    table = render.status_table([cluster_plan(nodes, records=records)])
+    assert "invalid time" in table
+    document = orjson.loads(render.status_json([cluster_plan(nodes, records=records)]))
+    assert document  # rendered, with the impossible times as null
+    assert render.rfc3339(ts) is None
+    assert render.when_text(ts, NOW).startswith("invalid time")

@@ -193,6 +193,16 @@ async def test_send_command_of_another_document_repairs_nothing(rig: AwsRig) -> 
     assert rig.cluster.repairs == []
 
 
+async def test_send_command_with_noderescues_document_repairs(rig: AwsRig) -> None:
+    await asyncio.to_thread(
+        rig.client("ssm").send_command,
+        InstanceIds=[rig.cloud.instance_of_node("pets-0")],
+        DocumentName="noderescue-repair",
+        Parameters={"command": ["systemctl restart kubelet"]},
+    )
+    assert rig.cluster.repairs == ["pets-0"]
+
+
 async def test_send_command_repairs_only_the_requested_instances(rig: AwsRig) -> None:
     ssm = rig.client("ssm")
     pet = rig.cloud.instance_of_node("pets-0")

@@ -68,6 +68,9 @@ T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
 PROVIDER = "aws"
+# noderescue's own SSM Command document (deploy/aws/ssm-document.json): it runs one command whose
+# text must match the document's allowedPattern, so the IAM grant is not "any shell command".
+DEFAULT_SSM_DOCUMENT = "noderescue-repair"
 
 THROTTLING_CODES = frozenset({"Throttling", "ThrottlingException", "RequestLimitExceeded", "RateExceeded"})
 # The request was turned away because of another operation in flight: nothing ran, later may pass.
@@ -155,6 +158,7 @@ class AwsProvider:
         clock: Callable[[], float] = time.time,
         fence: LeaseFence | None = None,
         attempt_timeout_s: float = DEFAULT_ATTEMPT_TIMEOUT_S,
+        ssm_document: str = DEFAULT_SSM_DOCUMENT,
     ) -> None:
         """Builds the boto3 clients, which loads service models (~0.1 s each): construct it off
         the event loop (``build_provider`` does, with ``asyncio.to_thread``).
@@ -165,6 +169,7 @@ class AwsProvider:
         lease an attempt needs.
         """
         self._allowed_groups = frozenset(allowed_groups)
+        self._ssm_document = ssm_document
         self._retry = retry or RetryPolicy()
         self._fence = fence
         self._attempt_s = min(attempt_timeout_s, self._retry.deadline_s)
@@ -306,8 +311,8 @@ class AwsProvider:
             # tells whether the repair happened.
             mutation=self._mutation("cloud.aws.send_command"),
             InstanceIds=[instance.id],
-            DocumentName="AWS-RunShellScript",
-            Parameters={"commands": [command]},
+            DocumentName=self._ssm_document,
+            Parameters={"command": [command]},
             Comment=f"noderescue repair of {instance.id}"[:100],  # SSM caps comments at 100 chars
         )
         command_id = resp["Command"]["CommandId"]

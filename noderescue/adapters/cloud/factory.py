@@ -69,6 +69,7 @@ async def build_provider(
             metrics=metrics,
             fence=fence,
             attempt_timeout_s=attempt_timeout_s or aws_defaults.DEFAULT_ATTEMPT_TIMEOUT_S,
+            ssm_document=aws.ssm_document,
         )
     elif cluster.provider == "azure" and cluster.azure is not None:
         azure = cluster.azure

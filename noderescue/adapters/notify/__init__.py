@@ -1,5 +1,6 @@
 """Notifications to humans (webhooks)."""
 
+from noderescue.adapters.notify.escape import TextFormat, escape
 from noderescue.adapters.notify.webhook import (
     NOTIFICATION_KINDS,
     Notification,
@@ -14,6 +15,8 @@ __all__ = [
     "Notification",
     "NotificationKind",
     "Notifier",
+    "TextFormat",
     "WebhookNotifier",
+    "escape",
     "safe_url",
 ]

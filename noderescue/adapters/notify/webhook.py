@@ -36,6 +36,7 @@ from tenacity import (
 )
 
 from noderescue import USER_AGENT
+from noderescue.adapters.notify.escape import TextFormat, escape
 
 log = structlog.get_logger(__name__)
 
@@ -65,19 +66,25 @@ class Notification:
     message: str
     ts: datetime
 
-    def text(self) -> str:
-        """The one-line human text (Slack ``text``)."""
-        where = self.cluster if self.node is None else f"{self.cluster}/{self.node}"
+    def text(self, fmt: TextFormat = "mrkdwn") -> str:
+        """The one-line human text (Slack ``text``). Every part but our own template may come
+        from a node (its name, its condition reasons and messages): escaped for ``fmt``."""
+
+        def esc(value: str) -> str:
+            return escape(value, fmt)
+
+        where = esc(self.cluster) if self.node is None else f"{esc(self.cluster)}/{esc(self.node)}"
         details = ", ".join(
             part
             for part in (
-                f"class {self.cls}" if self.cls else "",
-                f"action {self.action}" if self.action else "",
+                f"class {esc(self.cls)}" if self.cls else "",
+                f"action {esc(self.action)}" if self.action else "",
             )
             if part
         )
         suffix = f" ({details})" if details else ""
-        return f"{_ICONS.get(self.kind, '')} noderescue {self.kind}: {where}{suffix}: {self.message}".strip()
+        message = esc(self.message)
+        return f"{_ICONS.get(self.kind, '')} noderescue {self.kind}: {where}{suffix}: {message}".strip()
 
 
 # Functional form because the JSON key "class" is a Python keyword.
@@ -98,6 +105,7 @@ WebhookPayload = TypedDict(
 
 
 def build_payload(event: Notification) -> WebhookPayload:
+    # `text` is Slack-style mrkdwn and escaped; the other fields are raw values, JSON-encoded.
     ts = event.ts if event.ts.tzinfo is not None else event.ts.replace(tzinfo=UTC)
     return {
         "text": event.text(),

@@ -31,6 +31,11 @@ from noderescue.sim.kubeapi.resources import (
     ResourceType,
     lookup,
 )
+from noderescue.sim.kubeapi.reviews import (
+    REVIEW_PATHS,
+    TOKEN_REVIEWS_PATH,
+    AccessReviews,
+)
 from noderescue.sim.kubeapi.selectors import (
     FieldSelector,
     LabelSelector,
@@ -127,6 +132,7 @@ class KubeApiServer:
         self.hang_s = hang_s  # how long an injected "timeout" fault holds a request unanswered
         self.deletions = Deletions(store)
         self.admin_actions: dict[str, AdminAction] = {}
+        self.reviews = AccessReviews()  # TokenReview / SubjectAccessReview answers
         self.url = ""
         # The real server reads request bodies up to 3 MB (and then validates sizes itself, e.g.
         # 422 for a ConfigMap over 1 MiB); aiohttp's default would answer 413 above 1 MiB.
@@ -347,6 +353,8 @@ class KubeApiServer:
         static = self._discovery(path)
         if static is not None:
             return static
+        if path in REVIEW_PATHS:
+            return await self._review(request, path)
         target = self._parse_target(path)
         if target is None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -385,6 +393,15 @@ class KubeApiServer:
         if method == "DELETE":
             return await self._delete(request, target)
         raise method_not_allowed()
+
+    async def _review(self, request: web.Request, path: str) -> web.Response:
+        # Reviews are create-only and never stored: the answer is the request plus a status.
+        if request.method != "POST":
+            raise method_not_allowed()
+        body = self._read_body(await request.read())
+        if path == TOKEN_REVIEWS_PATH:
+            return _json(self.reviews.review_token(body), 201)
+        return _json(self.reviews.review_access(body), 201)
 
     def _discovery(self, path: str) -> web.Response | None:
         if path == "/version":

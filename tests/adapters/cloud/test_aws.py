@@ -133,8 +133,8 @@ async def test_repair_sends_command_and_polls_to_completion(
     assert aws_world.log.mutating == ["SendCommand"]
     ssm = setup_client("ssm")
     command = ssm.list_commands(CommandId=op.id)["Commands"][0]
-    assert command["DocumentName"] == "AWS-RunShellScript"
-    assert command["Parameters"]["commands"] == ["systemctl restart kubelet"]
+    assert command["DocumentName"] == "noderescue-repair"
+    assert command["Parameters"]["command"] == ["systemctl restart kubelet"]
     status = await provider.operation_status(op)
     assert status.state is OperationState.SUCCEEDED
     assert "GetCommandInvocation" in aws_world.log.calls
