@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from noderescue.sim.kubeapi.timestamps import rfc3339_micro
 from noderescue.sim.manifests import HEALTHY_WHEN_TRUE, KUBELET_CONDITION_TYPES
 from noderescue.sim.scenario import (
     AuditSink,
@@ -76,6 +78,8 @@ class ScaleSetVm:
     node: str
     zone: str  # the short zone name ("1")
     vm_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    # Before its Node registers (the identity guard refuses a machine younger than its Node).
+    created: float = field(default_factory=time.time)
 
 
 @dataclass(slots=True)
@@ -250,6 +254,7 @@ class AzureCloud:
                 "provisioningState": "Succeeded",
                 "hardwareProfile": {"vmSize": group.instance_type},
                 "osProfile": {"computerName": vm.node, "adminUsername": "azureuser"},
+                "timeCreated": rfc3339_micro(vm.created),
             },
         }
         if expand:

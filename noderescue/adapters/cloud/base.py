@@ -46,6 +46,10 @@ class Instance:
     zone: str | None
     state: InstanceState
     provider_id: str  # the Node's spec.providerID this instance was resolved from
+    # The machine's own host name as the cloud knows it (AWS: the private DNS name; Azure: the
+    # VM's computer name): what the Node of this machine is named after. None: not reported.
+    hostname: str | None = None
+    launched: float | None = None  # epoch seconds the machine was created; None: not reported
 
 
 class OperationDict(TypedDict):
