@@ -16,6 +16,7 @@ label value, providerID or CamelCase reason contains, so a cut value never equal
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, NotRequired, TypedDict
 
@@ -286,6 +287,19 @@ def _labels(value: object, name: str, cut: Cut) -> dict[str, str]:
             continue
         result[_shared(key)] = _shared(_capped(item, MAX_LABEL_VALUE, "label_value", cut))
     return result
+
+
+def with_cloud_placement(
+    view: NodeView, group: str | None, zone: str | None, *, zone_from_cloud: bool
+) -> NodeView:
+    """``view`` placed by its instance as the cloud reports it: ``group`` is the instance's
+    Auto Scaling group / scale set (``None``: not in a configured one, or unknown) and, with
+    ``zone_from_cloud``, ``zone`` replaces the node's own zone label, which its kubelet may set
+    (``None``: the cloud does not know the instance, so the node has no trusted zone)."""
+    new_zone = zone if zone_from_cloud else view.zone
+    if view.group == group and view.zone == new_zone:
+        return view
+    return replace(view, group=group, zone=new_zone)
 
 
 def lease_renew_from_json(obj: dict[str, Any]) -> tuple[str, float | None]:
