@@ -158,10 +158,11 @@ async def test_a_fake_node_claiming_a_healthy_nodes_machine_gets_no_cloud_call(
     # machine is the victim's).
     assert any(f"claimed by 2 nodes: {ATTACKER}, {victim}" in message for message in parked), parked
     assert cloud_mutations(world) == []
-    # The victim was never touched: same Node, schedulable, no Event of ours about it.
+    # The victim was never touched: same Node, schedulable, nothing started on it (at most it is
+    # parked for a human too: one of the two claimants lies, and the guard does not guess which).
     assert after["metadata"]["uid"] == before["metadata"]["uid"]
     assert not after["spec"].get("unschedulable")
-    assert node_events(world, victim) == []
+    assert set(node_events(world, victim)) <= {"NeedsHuman"}
     assert not any(line["name"] == victim for line in mutating_lines(world))
 
 

@@ -203,7 +203,13 @@ class NotAllowed(CloudError):
 
 
 class IdentityMismatch(CloudError):
-    """The Node, its providerID and the instance are no longer the ones recorded (§4 guard)."""
+    """The Node, its providerID and the instance are not the ones recorded, or not each other's
+    (the identity guard). ``nodes``: every Node the refusal concerns (all claimants of a
+    providerID claimed twice), each to be parked for a human."""
+
+    def __init__(self, message: str, nodes: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.nodes = nodes
 
 
 class UnsupportedProviderId(CloudError):

@@ -129,6 +129,7 @@ class GuardedProvider:
                 target,
                 f"providerID {target.provider_id} is claimed by {len(claimants)} nodes: "
                 f"{', '.join(claimants)}; a node registered with another machine's providerID",
+                nodes=tuple(claimants),
             )
         # resolve() raises NotAllowed when the instance left the configured groups.
         try:
@@ -163,11 +164,11 @@ class GuardedProvider:
             )
         return instance
 
-    def _refuse(self, target: Target, reason: str) -> NoReturn:
+    def _refuse(self, target: Target, reason: str, nodes: tuple[str, ...] = ()) -> NoReturn:
         log.warning(
             "cloud_guard_refused", node=target.node_name, provider_id=target.provider_id, reason=reason
         )
-        raise IdentityMismatch(reason)
+        raise IdentityMismatch(reason, nodes or (target.node_name,))
 
     async def repair(self, target: Target, command: str) -> Operation:
         instance = await self.verify(target)

@@ -288,3 +288,16 @@ async def test_guard_refuses_a_name_that_only_starts_like_the_host(
         with pytest.raises(IdentityMismatch, match="does not match"):
             await GuardedProvider(aws, nodes).replace(target)
     assert aws_world.log.mutating == []
+
+
+async def test_a_provider_id_claimed_twice_names_both_nodes_to_park(
+    aws_world: AwsWorld, aws: AwsProvider
+) -> None:
+    nodes = NodeTable()
+    target = _second_node_claims_the_instance(aws_world, nodes, recorded_target(aws_world, nodes))
+
+    with pytest.raises(IdentityMismatch) as refused:
+        await GuardedProvider(aws, nodes).verify(target)
+
+    assert refused.value.nodes == tuple(sorted(["attacker-0", target.node_name]))
+    assert aws_world.log.mutating == []
