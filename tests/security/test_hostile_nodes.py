@@ -166,17 +166,25 @@ async def test_a_fake_node_claiming_a_healthy_nodes_machine_gets_no_cloud_call(
     assert not any(line["name"] == victim for line in mutating_lines(world))
 
 
+@pytest.mark.parametrize(
+    ("scenario", "victim_name"),
+    [
+        pytest.param("one-bad-worker", "workers-4", id="aws"),
+        pytest.param("azure-workers", "workers-0", id="azure"),
+    ],
+)
 async def test_a_fake_node_whose_name_is_not_the_machines_is_refused_even_alone(
-    world_of: WorldFactory,
+    world_of: WorldFactory, scenario: str, victim_name: str
 ) -> None:
     """The victim's own Node is gone (deleted by a human, say) and the fake Node is the only one
-    claiming the machine: the instance's private DNS name still names another node."""
-    async with world_of("one-bad-worker") as (world, api):
-        victim = node(world, "workers-4")
+    claiming the machine: the instance's host name (AWS private DNS name, Azure computer name)
+    still names another node."""
+    async with world_of(scenario) as (world, api):
+        victim = node(world, victim_name)
         provider_id = victim["spec"]["providerID"]
         instance_id = provider_id.rpartition("/")[2]
         # Only the Node object goes; its instance keeps running (nothing syncs the group).
-        await request_json(api, "DELETE", "/api/v1/nodes/workers-4")
+        await request_json(api, "DELETE", f"/api/v1/nodes/{victim_name}")
         await register_node(api, ATTACKER, labels=dict(victim["metadata"]["labels"]), provider_id=provider_id)
         async with running(world):
             await eventually(
