@@ -71,6 +71,10 @@ def cmd_check_config(file: Path, *, strict: bool = False) -> int:
     print("ok")
     for line in config.summary_lines():
         print(f"  {line}")
+    from noderescue.config_trust import trust_warnings
+
+    for warning in trust_warnings(config):
+        print(f"warning: {warning}", file=sys.stderr)
     return EXIT_OK
 
 

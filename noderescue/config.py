@@ -146,6 +146,14 @@ class ClusterSettings(_Settings):
     provider: Provider
     aws: AwsSettings | None = Field(default=None, validate_default=True)
     azure: AzureSettings | None = Field(default=None, validate_default=True)
+    # Where a cloud node's zone comes from: the cloud (its instance's zone, which the node cannot
+    # change) or the node's topology.kubernetes.io/zone label (which its kubelet may set).
+    # Clusters with provider none always use the label.
+    zone_from: Literal["cloud", "label"] = "cloud"
+
+    @property
+    def zone_from_cloud(self) -> bool:
+        return self.zone_from == "cloud" and self.provider != "none"
 
     @field_validator("aws", "azure")
     @classmethod
@@ -560,17 +568,30 @@ def _expand_step_shorthand(value: Any) -> Any:
 
 class NodeClassSettings(_Settings):
     name: Name
-    selector: SelectorSettings
+    selector: SelectorSettings | None = None
+    # Auto Scaling groups / scale sets whose instances' nodes the class may select: the cloud
+    # says which group a node's instance is in, so a node cannot move itself between classes.
+    groups: tuple[NonEmptyStr, ...] = ()
     rules: Annotated[tuple[RuleSettings, ...], NonEmpty] = Field(default_factory=_default_rules)
     ladder: Annotated[tuple[StepSettings, ...], BeforeValidator(_expand_step_shorthand), NonEmpty]
     drain: DrainSettings = DrainSettings()
     max_unavailable: Count = Quantity(1)
     node_startup_timeout: PositiveDuration | None = None  # None: never-Ready nodes are not acted on
 
+    @model_validator(mode="after")
+    def _selects_something(self) -> NodeClassSettings:
+        if self.selector is None and not self.groups:
+            raise value_error(
+                "class_selection",
+                "a class needs a selector, groups, or both (selector: {} selects every node)",
+            )
+        return self
+
     def to_core(self) -> core.NodeClass:
         return core.NodeClass(
             name=self.name,
-            selector=self.selector.to_core(),
+            selector=self.selector.to_core() if self.selector is not None else core.Selector(),
+            groups=frozenset(self.groups),
             rules=tuple(rule.to_core() for rule in self.rules),
             ladder=tuple(step.to_core() for step in self.ladder),
             drain=self.drain.to_core(),
@@ -583,9 +604,11 @@ class NodeClassSettings(_Settings):
         if self.node_startup_timeout is not None:
             rules += f", startup {format_duration(self.node_startup_timeout)}"
         ladder = ", ".join(step.describe() for step in self.ladder)
+        selection = f"selector {self.selector.describe()}" if self.selector is not None else ""
+        if self.groups:
+            selection += ("; " if selection else "") + f"groups {', '.join(self.groups)}"
         return (
-            f"{self.name}: selector {self.selector.describe()}; rules {rules}; ladder {ladder}; "
-            f"maxUnavailable {self.max_unavailable}"
+            f"{self.name}: {selection}; rules {rules}; ladder {ladder}; maxUnavailable {self.max_unavailable}"
         )
 
 

@@ -54,6 +54,12 @@ class Metrics:
             ["provider", "operation", "result"], registry=registry,
         )
         self.dry_run = Gauge("noderescue_dry_run", "1 in dry-run mode.", registry=registry)
+        self.node_fields_truncated = Counter(
+            "noderescue_node_fields_truncated_total",
+            "Node-written fields cut to their cap on the way into the watch cache (a node "
+            "writing oversized or too many values), by field.",
+            ["cluster", "field"], registry=registry,
+        )
 
 
 REGISTRY = CollectorRegistry()

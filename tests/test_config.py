@@ -133,7 +133,7 @@ def test_example_loads_and_converts_to_the_core_policy() -> None:
     )
     assert gpu == core.NodeClass(
         name="gpu-pets",
-        selector=core.Selector(match_labels=(("noderescue.io/class", "gpu"),)),
+        selector=core.Selector(match_labels=(("node-restriction.kubernetes.io/noderescue-class", "gpu"),)),
         rules=(
             core.ConditionRule("Ready", frozenset({"False", "Unknown"}), 300.0),
             core.ConditionRule("KernelDeadlock", frozenset({"True"}), 60.0),
@@ -153,7 +153,8 @@ def test_example_loads_and_converts_to_the_core_policy() -> None:
     )
     assert workers == core.NodeClass(
         name="workers",
-        selector=core.Selector(match_labels=(("noderescue.io/class", "workers"),)),
+        selector=core.Selector(),
+        groups=frozenset({"prod-eu1-workers", "prod-we1-workers"}),
         rules=(
             core.ConditionRule("Ready", frozenset({"False", "Unknown"}), 180.0),
             core.ConditionRule("ReadonlyFilesystem", frozenset({"True"}), 30.0),
@@ -175,7 +176,7 @@ def test_example_summary_has_a_line_per_cluster_and_class() -> None:
         "rules Ready in [False,Unknown] for 5m; ladder notify; maxUnavailable 1"
     )
     assert lines[4] == (
-        "workers: selector noderescue.io/class=workers; rules Ready in [False,Unknown] for 3m, "
+        "workers: groups prod-eu1-workers, prod-we1-workers; rules Ready in [False,Unknown] for 3m, "
         "ReadonlyFilesystem in [True] for 30s, startup 10m; ladder replace(10m); maxUnavailable 20%"
     )
     assert "window mon,tue,wed,thu 02:00-05:00 Europe/Berlin" in lines[3]
@@ -1055,13 +1056,21 @@ def test_a_single_error_renders_with_a_singular_count() -> None:
 
 
 def test_missing_key_points_at_the_mapping_that_lacks_it() -> None:
-    text = "clusters:\n  - name: prod\n    provider: none\nnodeClasses:\n  - name: a\n    ladder: [notify]\n"
+    # (A class's selector may be left out when it has groups: the ladder is required.)
+    text = "clusters:\n  - name: prod\n    provider: none\nnodeClasses:\n  - name: a\n    selector: {}\n"
     issue = one_error(text)
     assert (issue.path, issue.line, issue.message) == (
-        "nodeClasses[0].selector",
+        "nodeClasses[0].ladder",
         5,
         "required key is missing",
     )
+
+
+def test_a_class_without_selector_or_groups_is_refused() -> None:
+    text = "clusters:\n  - name: prod\n    provider: none\nnodeClasses:\n  - name: a\n    ladder: [notify]\n"
+    issue = one_error(text)
+    assert issue.path == "nodeClasses[0]"
+    assert "needs a selector, groups, or both" in issue.message
 
 
 def test_duplicate_yaml_keys_are_errors() -> None:

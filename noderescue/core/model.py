@@ -66,6 +66,9 @@ class NodeView:
     # First time this process saw the node (from the watch cache); the fallback start of a
     # rule's `for` when lastTransitionTime is missing or lies in the future (clock skew).
     first_seen: float | None = None
+    # The cloud group (Auto Scaling group / scale set) of the node's instance, as the cloud says,
+    # set by the runtime; None: not known (no cloud, not in a configured group, not looked up).
+    group: str | None = None
 
     def condition(self, type_: str) -> Condition | None:
         for cond in self.conditions:
@@ -215,6 +218,14 @@ class NodeClass:
     drain: DrainPolicy = DrainPolicy()
     max_unavailable: Quantity = Quantity(1)
     node_startup_timeout_s: float | None = None
+    # Cloud groups whose nodes this class may select (besides the selector): a node's group comes
+    # from the cloud, so a node cannot move itself into or out of the class. Empty: any group.
+    groups: frozenset[str] = frozenset()
+
+    def selects(self, labels: Mapping[str, str], group: str | None) -> bool:
+        if self.groups and group not in self.groups:
+            return False
+        return self.selector.matches(labels)
 
 
 @dataclass(frozen=True, slots=True)

@@ -601,7 +601,7 @@ def plan(
     for node in snapshot.nodes:
         name = node.name
         present.add(name)
-        cls = index.lookup(node.labels)
+        cls = index.lookup_node(node)
         health = classify(node, compiled[cls.name], now) if cls is not None else HEALTHY
         entry = _Entry(node, cls, health, records.get(name))
         entries.append(entry)

@@ -130,7 +130,7 @@ class ClusterRuntime:
             credential = _azure_credential(settings)
             cloud = await build_provider(
                 settings,
-                KubeNodeReader(api),
+                KubeNodeReader(api, cache),
                 dry_run=dry_run,
                 metrics=metrics,
                 retry=options.cloud_retry,

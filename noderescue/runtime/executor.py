@@ -921,7 +921,7 @@ class _Run:
             born = node.created if node.created is not None else node.first_seen
             if born is None or born < rec.step_started:
                 continue
-            found = self.ex.class_index.lookup(node.labels)
+            found = self.ex.class_index.lookup_node(node)
             if found is None or found.name != cls.name:
                 continue
             await self.guard("claim")

@@ -45,6 +45,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qs
+from xml.etree import ElementTree  # nosec B405 - parses moto's replies only
 
 import aiohttp
 import structlog
@@ -559,7 +560,30 @@ class AwsCloud:
             return self._send_command(call, data)
         elif call.service == "ssm" and call.action == "GetCommandInvocation":
             return self._command_invocation(data)
+        elif call.service == "ec2" and call.action == "DescribeInstances":
+            return self._name_instances(data)
         return data
+
+    def _name_instances(self, data: bytes) -> bytes:
+        """Report each instance's private DNS name as ``<node>.<region>.compute.internal``.
+
+        The AWS cloud provider names a Node after its instance's private DNS name, and the
+        identity guard checks exactly that; moto makes up ``ip-10-...`` names, while the scenario's
+        Nodes are named ``<group>-<index>``. moto's launch time already precedes the Node's
+        registration (the Node is created after the instance, or after ``joinSeconds``)."""
+        root = ElementTree.fromstring(data)  # nosec B314 - moto's own reply, made in this process
+        ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+        changed = False
+        for item in root.iter(f"{ns}item"):
+            instance_id, dns = item.find(f"{ns}instanceId"), item.find(f"{ns}privateDnsName")
+            node = self.node_of_instance(instance_id.text or "") if instance_id is not None else None
+            if node is not None and dns is not None:
+                dns.text = f"{node}.{self.region}.compute.internal"
+                changed = True
+        if not changed:
+            return data
+        ElementTree.register_namespace("", ns.strip("{}"))
+        return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ElementTree.tostring(root)
 
     def _send_command(self, call: AwsCall, data: bytes) -> bytes:
         reply = json.loads(data)

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,7 @@ from noderescue.sim.faults import (
     hold_until_client_gives_up,
     reset_connection,
 )
+from noderescue.sim.kubeapi.timestamps import rfc3339_micro
 from noderescue.sim.manifests import HEALTHY_WHEN_TRUE, KUBELET_CONDITION_TYPES
 from noderescue.sim.scenario import (
     AuditSink,
@@ -87,6 +89,8 @@ class ScaleSetVm:
     node: str
     zone: str  # the short zone name ("1")
     vm_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    # Before its Node registers (the identity guard refuses a machine younger than its Node).
+    created: float = field(default_factory=time.time)
 
 
 @dataclass(slots=True)
@@ -270,6 +274,7 @@ class AzureCloud:
                 "provisioningState": "Succeeded",
                 "hardwareProfile": {"vmSize": group.instance_type},
                 "osProfile": {"computerName": vm.node, "adminUsername": "azureuser"},
+                "timeCreated": rfc3339_micro(vm.created),
             },
         }
         if expand:

@@ -61,6 +61,7 @@ from noderescue.metrics import METRICS, Metrics
 if TYPE_CHECKING:
     from mypy_boto3_autoscaling import AutoScalingClient
     from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_ec2.type_defs import InstanceTypeDef
     from mypy_boto3_ssm import SSMClient
 
 T = TypeVar("T")
@@ -106,6 +107,12 @@ _ACTIVITY_STATES = {
     "Failed": OperationState.FAILED,
     "Cancelled": OperationState.FAILED,
 }
+
+
+def _ec2_state_of(described: InstanceTypeDef | None) -> InstanceState:
+    if described is None:
+        return InstanceState.TERMINATED
+    return _EC2_STATES.get(described.get("State", {}).get("Name", ""), InstanceState.UNKNOWN)
 
 
 def classify_aws_error(exc: Exception) -> Failure:
@@ -213,16 +220,35 @@ class AwsProvider:
                 f"instance {ref.instance_id} is in Auto Scaling group {group!r}, "
                 f"not one of the configured {sorted(self._allowed_groups)}"
             )
-        state = await self._ec2_state(ref.instance_id)
+        described = await self._ec2_instance(ref.instance_id)
+        state = _ec2_state_of(described)
         if member["LifecycleState"].startswith("Terminating") and state is not InstanceState.TERMINATED:
             state = InstanceState.TERMINATING
+        launched = (described or {}).get("LaunchTime")
         return Instance(
             id=ref.instance_id,
             group=group,
             zone=member.get("AvailabilityZone") or ref.zone,
             state=state,
             provider_id=provider_id,
+            # The AWS cloud provider names a Node after this (or after the instance id).
+            hostname=(described or {}).get("PrivateDnsName") or None,
+            launched=launched.timestamp() if launched is not None else None,
         )
+
+    async def _ec2_instance(self, instance_id: str) -> InstanceTypeDef | None:
+        """DescribeInstances of one instance; None when EC2 does not know it (any more)."""
+        try:
+            resp = await self._call(
+                "DescribeInstances", self._ec2.describe_instances, InstanceIds=[instance_id]
+            )
+        except InstanceNotFound:
+            return None
+        for reservation in resp["Reservations"]:
+            for inst in reservation.get("Instances", []):
+                if inst.get("InstanceId") == instance_id:
+                    return inst
+        return None
 
     async def instance_state(self, instance: Instance) -> InstanceState:
         return await self._ec2_state(instance.id)

@@ -30,6 +30,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -101,9 +102,15 @@ class InstanceViewJson(TypedDict, total=False):
     statuses: list[StatusJson]
 
 
+class OsProfileJson(TypedDict, total=False):
+    computerName: str
+
+
 class VmPropertiesJson(TypedDict, total=False):
     provisioningState: str
     instanceView: InstanceViewJson
+    osProfile: OsProfileJson
+    timeCreated: str  # RFC 3339; ARM API versions from 2021-11-01 on
 
 
 class VmJson(TypedDict):
@@ -184,6 +191,16 @@ _POWER_STATES = {
     "PowerState/deallocating": InstanceState.STOPPING,
     "PowerState/deallocated": InstanceState.STOPPED,
 }
+
+
+def _parse_time(value: object) -> float | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)).timestamp()
 
 
 def parse_retry_after(value: str | None, unit_s: float = 1.0) -> float | None:
@@ -329,12 +346,16 @@ class AzureProvider:
         location = vm_json.get("location", "")
         # The Kubernetes zone label of an Azure node is <location>-<zone>.
         zone = f"{location}-{zones[0]}" if zones and location else (zones[0] if zones else None)
+        properties = vm_json.get("properties", {})
         return Instance(
             id=self._instance_id(ref),
             group=self._scale_sets[ref.scale_set.lower()],
             zone=zone,
             state=_vm_state(vm_json),
             provider_id=provider_id,
+            # The Azure cloud provider names a Node after the VM's computer name.
+            hostname=properties.get("osProfile", {}).get("computerName") or None,
+            launched=_parse_time(properties.get("timeCreated")),
         )
 
     async def instance_state(self, instance: Instance) -> InstanceState:

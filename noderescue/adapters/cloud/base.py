@@ -77,6 +77,10 @@ class Instance:
     zone: str | None
     state: InstanceState
     provider_id: str  # the Node's spec.providerID this instance was resolved from
+    # The machine's own host name as the cloud knows it (AWS: the private DNS name; Azure: the
+    # VM's computer name): what the Node of this machine is named after. None: not reported.
+    hostname: str | None = None
+    launched: float | None = None  # epoch seconds the machine was created; None: not reported
 
 
 class OperationDict(TypedDict):
@@ -263,7 +267,13 @@ class NotAllowed(CloudError):
 
 
 class IdentityMismatch(CloudError):
-    """The Node, its providerID and the instance are no longer the ones recorded (§4 guard)."""
+    """The Node, its providerID and the instance are not the ones recorded, or not each other's
+    (the identity guard). ``nodes``: every Node the refusal concerns (all claimants of a
+    providerID claimed twice), each to be parked for a human."""
+
+    def __init__(self, message: str, nodes: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.nodes = nodes
 
 
 class UnsupportedProviderId(CloudError):

@@ -508,6 +508,7 @@ class NodeCache:
                 obj,
                 first_seen=(previous.first_seen or now) if previous is not None else now,
                 lease_renew=self._renew.get(name) if isinstance(name, str) else None,
+                cut=self._count_cut,
             )
         except MalformedObject as exc:
             self.skipped_malformed += 1
@@ -517,6 +518,9 @@ class NodeCache:
             # Same name, new object (a replacement joined under a reused name): new first_seen.
             view = replace(view, first_seen=now)
         return view
+
+    def _count_cut(self, field: str) -> None:
+        METRICS.node_fields_truncated.labels(cluster=self._cluster, field=field).inc()
 
     def _parse_lease(self, obj: JsonObject) -> tuple[str, float | None] | None:
         try:

@@ -2,11 +2,21 @@
 
 This is the watch cache's hot path: one call per Node per list or event. It reads only the fields
 the core decides on and parses RFC 3339 with ``datetime.fromisoformat`` (C code; dateutil was
-63 % of the generated models' cost, FACTS).
+63 % of the generated models' cost).
+
+A kubelet writes its own Node (status, conditions, labels, annotations) and the API server only
+bounds the whole object (~1.5 MB in etcd), so everything a node writes is capped here, on the
+way in: a compromised node rewriting a megabyte condition reason on every update must cost the
+daemon nothing lasting. A cut string keeps its head and ends in ``CUT_MARK``, a character no
+label value, providerID or CamelCase reason contains, so a cut value never equals a real one;
+``cut`` is told the field of each cut (the cache counts them in
+``noderescue_node_fields_truncated_total``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, NotRequired, TypedDict
 
@@ -21,7 +31,45 @@ from noderescue.core.model import (
 LEGACY_ZONE_LABEL = "failure-domain.beta.kubernetes.io/zone"
 _SHARED: dict[str, str] = {}
 _SHARED_MAX = 250_000  # distinct values; beyond that the table starts over (views keep theirs)
-_SHARE_MAX_LEN = 100  # longer label values are copied, not shared
+_SHARE_MAX_LEN = 100  # longer values are copied, not shared: one node cannot fill the table
+
+# Caps on what a node writes. Generous for every real value, small against a flood.
+CUT_MARK = "\u2026"  # "…"
+MAX_REASON = 256  # kubelet and node-problem-detector reasons are CamelCase words
+MAX_CONDITIONS = 64  # the kubelet writes 5, node-problem-detector a dozen more
+MAX_LABELS = 256  # nodes carry a few dozen
+MAX_LABEL_KEY = 317  # the API's own limit: a 253-character prefix, "/", a 63-character name
+MAX_LABEL_VALUE = 63  # the API's own limit
+MAX_PROVIDER_ID = 1024  # an Azure scale set VM's is ~250
+MAX_BOOT_ID = 128  # a UUID
+MAX_CORDONED_BY = 253
+MAX_RECORD = 64 * 1024  # our records are a few hundred bytes; a bigger one is not ours
+# Labels kept even past MAX_LABELS: what noderescue itself and a provisioner set.
+_KEPT_LABEL_PREFIXES = ("noderescue.io/", "node-restriction.kubernetes.io/", "topology.kubernetes.io/")
+
+Cut = Callable[[str], None]
+
+
+def _no_cut(field: str) -> None:
+    pass
+
+
+def _once(cut: Cut) -> Cut:
+    reported: set[str] = set()
+
+    def report(field: str) -> None:
+        if field not in reported:
+            reported.add(field)
+            cut(field)
+
+    return report
+
+
+def _capped(text: str, limit: int, field: str, cut: Cut) -> str:
+    if len(text) <= limit:
+        return text
+    cut(field)
+    return text[:limit] + CUT_MARK
 
 
 def _own(text: str) -> str:
@@ -36,7 +84,9 @@ def _own(text: str) -> str:
 
 def _shared(text: str) -> str:
     """One private copy per distinct value (zone, class, arch, condition reasons... repeat on
-    every node: 100,000 views share one copy of each)."""
+    every node: 100,000 views share one copy of each). Long values are copied, not shared."""
+    if len(text) > _SHARE_MAX_LEN:
+        return _own(text)
     found = _SHARED.get(text)
     if found is None:
         if len(_SHARED) >= _SHARED_MAX:
@@ -137,9 +187,12 @@ def _dict_or_empty(obj: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def node_view_from_json(
-    obj: dict[str, Any], *, first_seen: float, lease_renew: float | None = None
+    obj: dict[str, Any], *, first_seen: float, lease_renew: float | None = None, cut: Cut = _no_cut
 ) -> NodeView:
-    """Build the slim view of one Node. Raises ``MalformedObject``, never anything else."""
+    """Build the slim view of one Node, node-written fields capped (``cut`` hears once per field
+    that was cut). Raises ``MalformedObject``, never anything else."""
+    if cut is not _no_cut:
+        cut = _once(cut)
     if not isinstance(obj, dict):
         raise MalformedObject("node is not an object")
     meta = _dict_or_empty(obj, "metadata")
@@ -151,7 +204,7 @@ def node_view_from_json(
         raise MalformedObject(f"node {name} has no metadata.uid")
     spec = _dict_or_empty(obj, "spec")
     status = _dict_or_empty(obj, "status")
-    labels = _string_map(meta.get("labels"), name, "labels")
+    labels = _labels(meta.get("labels"), name, cut)
     annotations = meta.get("annotations") or {}
     if not isinstance(annotations, dict):
         raise MalformedObject(f"node {name}: metadata.annotations is not an object")
@@ -159,10 +212,18 @@ def node_view_from_json(
     cordoned_by = annotations.get(CORDONED_BY_ANNOTATION)
     if not isinstance(record_json, str | None) or not isinstance(cordoned_by, str | None):
         raise MalformedObject(f"node {name}: a noderescue annotation is not a string")
+    if record_json is not None and len(record_json) > MAX_RECORD:
+        cut("record")  # cut JSON would not parse anyway
+        record_json = None
+    if cordoned_by is not None:
+        cordoned_by = _capped(cordoned_by, MAX_CORDONED_BY, "cordoned_by", cut)
 
     raw_conditions = status.get("conditions") or ()
     if not isinstance(raw_conditions, list | tuple):
         raise MalformedObject(f"node {name}: status.conditions is not a list")
+    if len(raw_conditions) > MAX_CONDITIONS:
+        cut("conditions")
+        raw_conditions = raw_conditions[:MAX_CONDITIONS]
     conditions: list[Condition] = []
     for raw in raw_conditions:
         if not isinstance(raw, dict):
@@ -172,9 +233,11 @@ def node_view_from_json(
             raise MalformedObject(f"node {name}: a condition lacks type or status")
         conditions.append(
             Condition(
-                type=_shared(ctype),
-                status=_shared(cstatus),
-                reason=_shared(str(raw.get("reason") or "")),
+                # Types are matched exactly by rules and statuses are three words: a long one
+                # is cut like a reason (and then matches nothing).
+                type=_shared(_capped(ctype, MAX_REASON, "condition_type", cut)),
+                status=_shared(_capped(cstatus, MAX_REASON, "condition_status", cut)),
+                reason=_shared(_capped(str(raw.get("reason") or ""), MAX_REASON, "reason", cut)),
                 last_transition=parse_time(raw.get("lastTransitionTime")),
             )
         )
@@ -186,11 +249,17 @@ def node_view_from_json(
         uid=_own(uid),
         labels=labels,
         zone=labels.get(ZONE_LABEL) or labels.get(LEGACY_ZONE_LABEL),
-        provider_id=_own(provider_id) if isinstance(provider_id, str) and provider_id else None,
+        provider_id=(
+            _own(_capped(provider_id, MAX_PROVIDER_ID, "provider_id", cut))
+            if isinstance(provider_id, str) and provider_id
+            else None
+        ),
         unschedulable=spec.get("unschedulable") is True,
         conditions=tuple(conditions),
         lease_renew=lease_renew,
-        boot_id=_own(boot_id) if isinstance(boot_id, str) and boot_id else None,
+        boot_id=_own(_capped(boot_id, MAX_BOOT_ID, "boot_id", cut))
+        if isinstance(boot_id, str) and boot_id
+        else None,
         created=parse_time(meta.get("creationTimestamp")),
         record_json=_own(record_json) if record_json is not None else None,
         cordoned_by=_shared(cordoned_by) if cordoned_by is not None else None,
@@ -198,19 +267,39 @@ def node_view_from_json(
     )
 
 
-def _string_map(value: object, name: str, what: str) -> dict[str, str]:
-    """A labels map with interned strings (zone, class, arch... repeat on every node:
-    100,000 nodes share one copy of each)."""
+def _labels(value: object, name: str, cut: Cut) -> dict[str, str]:
+    """The labels map, capped, with interned strings (zone, class, arch... repeat on every
+    node: 100,000 nodes share one copy of each). Past ``MAX_LABELS`` the first ones are kept,
+    and noderescue's, the provisioner's and the topology labels always."""
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise MalformedObject(f"node {name}: metadata.{what} is not an object")
+        raise MalformedObject(f"node {name}: metadata.labels is not an object")
     result: dict[str, str] = {}
     for key, item in value.items():
         if not isinstance(item, str):
-            raise MalformedObject(f"node {name}: metadata.{what}[{key}] is not a string")
-        result[_shared(key)] = _shared(item) if len(item) <= _SHARE_MAX_LEN else _own(item)
+            raise MalformedObject(f"node {name}: metadata.labels[{key}] is not a string")
+        if len(key) > MAX_LABEL_KEY:
+            cut("label_key")  # a selector cannot name it anyway
+            continue
+        if len(result) >= MAX_LABELS and not key.startswith(_KEPT_LABEL_PREFIXES):
+            cut("labels")
+            continue
+        result[_shared(key)] = _shared(_capped(item, MAX_LABEL_VALUE, "label_value", cut))
     return result
+
+
+def with_cloud_placement(
+    view: NodeView, group: str | None, zone: str | None, *, zone_from_cloud: bool
+) -> NodeView:
+    """``view`` placed by its instance as the cloud reports it: ``group`` is the instance's
+    Auto Scaling group / scale set (``None``: not in a configured one, or unknown) and, with
+    ``zone_from_cloud``, ``zone`` replaces the node's own zone label, which its kubelet may set
+    (``None``: the cloud does not know the instance, so the node has no trusted zone)."""
+    new_zone = zone if zone_from_cloud else view.zone
+    if view.group == group and view.zone == new_zone:
+        return view
+    return replace(view, group=group, zone=new_zone)
 
 
 def lease_renew_from_json(obj: dict[str, Any]) -> tuple[str, float | None]:

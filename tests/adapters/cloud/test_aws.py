@@ -50,6 +50,8 @@ async def test_resolve_finds_group_zone_and_state(aws_world: AwsWorld, provider:
         zone=provider_id.split("/")[3],
         state=InstanceState.RUNNING,
         provider_id=provider_id,
+        hostname=aws_world.describe(instance_id)["PrivateDnsName"],
+        launched=aws_world.describe(instance_id)["LaunchTime"].timestamp(),
     )
     assert aws_world.log.calls == ["DescribeAutoScalingInstances", "DescribeInstances"]
     assert aws_world.calls_counted("DescribeAutoScalingInstances", "ok") == 1

@@ -34,6 +34,7 @@ from noderescue.adapters.cloud.dryrun import DryRunProvider
 from noderescue.adapters.cloud.factory import build_provider
 from noderescue.adapters.cloud.guard import GuardedProvider, NodeIdentity, Target
 from noderescue.adapters.cloud.retry import RetryPolicy
+from noderescue.adapters.kube.nodeview import parse_time
 from noderescue.config import ClusterSettings
 from noderescue.metrics import Metrics
 from noderescue.sim.tls import make_server_tls
@@ -128,7 +129,14 @@ async def test_resolve_reads_the_scale_set_vm(world: World, provider: AzureProvi
         zone="westeurope-1",
         state=InstanceState.RUNNING,
         provider_id=pid,
+        hostname="workers-0",  # the VM's computer name: what its Node is named after
+        launched=instance.launched,
     )
+    node = world.cluster.get_node("workers-0")
+    assert node is not None
+    created = parse_time(node["metadata"]["creationTimestamp"])
+    assert instance.launched is not None and created is not None
+    assert instance.launched <= created + 1  # the VM exists before its Node registers
 
 
 async def test_resolve_accepts_lowercased_resource_group(world: World, provider: AzureProvider) -> None:
@@ -338,6 +346,9 @@ async def test_dry_run_makes_no_azure_request(world: World, provider: AzureProvi
     uid = node["metadata"]["uid"]
 
     class Nodes:
+        async def nodes_claiming(self, provider_id: str) -> list[str]:
+            return []  # no other Node claims it
+
         async def get_node_identity(self, name: str) -> NodeIdentity | None:
             return NodeIdentity(uid, pid) if name == "workers-0" else None
 
@@ -421,6 +432,9 @@ async def test_build_provider_from_the_configuration(world: World, metrics: Metr
     identity = NodeIdentity(node["metadata"]["uid"], node["spec"]["providerID"])
 
     class Nodes:
+        async def nodes_claiming(self, provider_id: str) -> list[str]:
+            return []  # no other Node claims it
+
         async def get_node_identity(self, name: str) -> NodeIdentity | None:
             return identity if name == "workers-0" else None
 
@@ -444,6 +458,9 @@ async def test_provider_none_has_no_cloud() -> None:
     settings = ClusterSettings.model_validate({"name": "bare", "provider": "none"})
 
     class NoNodes:
+        async def nodes_claiming(self, provider_id: str) -> list[str]:
+            return []  # no other Node claims it
+
         async def get_node_identity(self, name: str) -> NodeIdentity | None:
             return None
 

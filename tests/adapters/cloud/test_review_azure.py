@@ -43,6 +43,9 @@ class StaticCredential:
 
 
 class NoNodes:
+    async def nodes_claiming(self, provider_id: str) -> list[str]:
+        return []  # no other Node claims it
+
     async def get_node_identity(self, name: str) -> NodeIdentity | None:
         return None
 

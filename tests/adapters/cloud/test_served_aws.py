@@ -21,6 +21,7 @@ from noderescue.adapters.cloud.base import (
 from noderescue.adapters.cloud.factory import ClusterCloud, build_provider
 from noderescue.adapters.cloud.guard import NodeIdentity, Target
 from noderescue.adapters.cloud.retry import RetryPolicy
+from noderescue.adapters.kube.nodeview import parse_time
 from noderescue.config import ClusterSettings
 from noderescue.metrics import Metrics
 from noderescue.sim.world import World
@@ -38,7 +39,19 @@ class ClusterNodes:
         node = self._world.cluster.get_node(name)
         if node is None:
             return None
-        return NodeIdentity(node["metadata"]["uid"], node.get("spec", {}).get("providerID"))
+        return NodeIdentity(
+            node["metadata"]["uid"],
+            node.get("spec", {}).get("providerID"),
+            parse_time(node["metadata"].get("creationTimestamp")),
+        )
+
+    async def nodes_claiming(self, provider_id: str) -> list[str]:
+        claims = []
+        for name in self._world.cluster.node_names():
+            node = self._world.cluster.get_node(name)
+            if node is not None and node.get("spec", {}).get("providerID") == provider_id:
+                claims.append(name)
+        return claims
 
 
 @pytest.fixture
