@@ -1,10 +1,11 @@
 """One read of a cluster, and the ``plan`` / ``status`` commands built on it (DESIGN §7).
 
 ``read_cluster`` lists Nodes and node Leases once (raw JSON through the kube adapter's transport,
-parsed by orjson into the core's slim ``NodeView`` like the watch cache does), parses the
-remediation records from the nodes' annotations and loads history and pause from the
-``noderescue-state`` ConfigMap. It only ever sends GET requests: ``plan`` promises operators a
-pass that changes nothing, and the emulator's audit log proves it in the tests.
+parsed by orjson into the core's slim ``NodeView`` like the watch cache does), lists the
+remediation records kept in noderescue's namespace (never the Node annotation, which a node can
+write) and loads history and pause from the ``noderescue-state`` ConfigMap. It only ever sends
+GET requests: ``plan`` promises operators a pass that changes nothing, and the emulator's audit
+log proves it in the tests.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import TextIO
 
 from kubernetes_asyncio.client import ApiClient
 
-from noderescue.adapters.kube import KubeError, MalformedRecord, make_api_client, record_from_json
+from noderescue.adapters.kube import KubeError, RecordStore, make_api_client
 from noderescue.adapters.kube.cache import NODE_LEASE_NAMESPACE
 from noderescue.adapters.kube.nodeview import MalformedObject, lease_renew_from_json, node_view_from_json
 from noderescue.adapters.kube.state import MalformedState, StateStore
@@ -37,7 +38,7 @@ EXIT_FAILURE = 1
 
 @dataclass(frozen=True, slots=True)
 class SkippedObject:
-    """A Node, Lease or record annotation that could not be read; shown, never acted on."""
+    """A Node, Lease or record object that could not be read; shown, never acted on."""
 
     kind: str  # "node" | "lease" | "record"
     name: str
@@ -82,23 +83,30 @@ async def read_cluster(
     clock: Callable[[], float] = time.time,
     page_size: int = 500,
 ) -> ClusterRead:
-    """List Nodes, node Leases and the state ConfigMap once. Raises ``KubeError``/``MalformedState``."""
+    """List Nodes, node Leases, records and the state ConfigMap once.
+
+    Raises ``KubeError``/``MalformedState``."""
     store = StateStore(api, namespace)
-    # Three independent reads side by side; the TaskGroup cancels the others when one fails, and
+    record_store = RecordStore(api, namespace, page_size=page_size)
+    # Four independent reads side by side; the TaskGroup cancels the others when one fails, and
     # callers get that first failure itself, not an ExceptionGroup.
     try:
         async with asyncio.TaskGroup() as tasks:
             nodes_task = tasks.create_task(list_all(api, NODES_PATH, page_size=page_size))
             leases_task = tasks.create_task(list_all(api, _lease_path(lease_namespace), page_size=page_size))
             state_task = tasks.create_task(store.load())
+            records_task = tasks.create_task(record_store.load())
     except ExceptionGroup as group:
         raise group.exceptions[0] from None
     raw_nodes, _ = nodes_task.result()
     raw_leases, _ = leases_task.result()
     history, pause = state_task.result()
+    loaded = records_task.result()
     read_at = clock()
 
-    skipped: list[SkippedObject] = []
+    skipped: list[SkippedObject] = [
+        SkippedObject("record", name, error) for name, error in sorted(loaded.malformed.items())
+    ]
     renew: dict[str, float | None] = {}
     for obj in raw_leases:
         try:
@@ -109,7 +117,7 @@ async def read_cluster(
         renew[name] = renewed
 
     views: list[NodeView] = []
-    records: dict[str, Record] = {}
+    records: dict[str, Record] = dict(loaded.records)
     for obj in raw_nodes:
         name = _name_of(obj)
         try:
@@ -121,11 +129,6 @@ async def read_cluster(
             skipped.append(SkippedObject("node", name, str(exc)))
             continue
         views.append(view)
-        if view.record_json is not None:
-            try:
-                records[view.name] = record_from_json(view.record_json, view.name)
-            except MalformedRecord as exc:
-                skipped.append(SkippedObject("record", view.name, str(exc)))
     views.sort(key=lambda v: v.name)
     snapshot = Snapshot(nodes=tuple(views), synced_at=read_at, reachable=True, pause=pause)
     return ClusterRead(cluster, snapshot, records, history, read_at, tuple(skipped))

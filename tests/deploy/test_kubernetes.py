@@ -285,8 +285,7 @@ CLUSTER_RULES = {
 }
 NAMESPACE_RULES: Grants = {
     ("coordination.k8s.io", "leases", ()): {"get", "create", "update"},
-    ("", "configmaps", ()): {"create"},
-    ("", "configmaps", ("noderescue-state",)): {"get", "update", "patch"},
+    ("", "configmaps", ()): {"get", "list", "create", "update", "delete"},
 }
 NODE_LEASE_RULES: Grants = {("coordination.k8s.io", "leases", ()): {"get", "list", "watch"}}
 

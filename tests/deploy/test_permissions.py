@@ -1,8 +1,12 @@
-"""The cloud permissions we ship are exactly what the adapters call (DESIGN §1, §4): nothing
-unused to grant, nothing missing to fail in production, destructive actions fenced by tags."""
+"""The permissions we ship are exactly what the code calls: nothing unused to grant, nothing
+missing to fail in production, destructive cloud actions fenced by tags. Cloud calls are read from
+the adapters' source; the Kubernetes requests into noderescue's own namespace are observed on the
+wire against the emulator (their paths are built at run time)."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 from typing import Literal, NotRequired, TypedDict, cast
 
@@ -16,7 +20,8 @@ from tests.deploy.cloud_calls import (
     boto_calls,
     iam_action,
 )
-from tests.deploy.manifests import DEPLOY
+from tests.deploy.kube_calls import STATE_NAMESPACE, KubeRequest, requests_into_the_state_namespace
+from tests.deploy.manifests import DEPLOY, IN_CLUSTER, only, render, rules_of
 
 IAM_POLICY = DEPLOY / "aws" / "iam-policy.json"
 AZURE_ROLE = DEPLOY / "azure" / "role.json"
@@ -162,3 +167,73 @@ def test_azure_role_matches_the_sdk_calls_of_the_adapter() -> None:
     granted = set(_role()["Actions"])
     assert needed - granted == set(), "called but not granted"
     assert granted - needed == set(), "granted but never called"
+
+
+# ---------------------------------------------------------------------------------------------
+# Kubernetes: the Role in noderescue's own namespace
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def namespace_requests(tmp_path_factory: pytest.TempPathFactory) -> list[KubeRequest]:
+    seen = asyncio.run(requests_into_the_state_namespace(tmp_path_factory.mktemp("kube")))
+    return [r for r in seen if r.namespace == STATE_NAMESPACE]
+
+
+@functools.cache
+def _role_rules() -> tuple[tuple[str, str, frozenset[str], frozenset[str]], ...]:
+    """(apiGroup, resource, resourceNames, verbs) of the Role in the daemon's namespace."""
+    role = only(render(IN_CLUSTER), "Role", "noderescue")
+    return tuple(
+        (group, resource, frozenset(rule.get("resourceNames", [])), frozenset(rule["verbs"]))
+        for rule in rules_of(role)
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    )
+
+
+def _granted(request: KubeRequest) -> bool:
+    return any(
+        group == request.group
+        and resource == request.resource
+        and request.verb in verbs
+        and (not names or request.name in names)
+        for group, resource, names, verbs in _role_rules()
+    )
+
+
+def test_the_namespace_role_is_the_one_the_daemon_writes_in() -> None:
+    role = only(render(IN_CLUSTER), "Role", "noderescue")
+    assert role["metadata"]["namespace"] == STATE_NAMESPACE
+
+
+def test_every_request_into_our_namespace_is_granted_by_the_role(
+    namespace_requests: list[KubeRequest],
+) -> None:
+    missing = sorted({(r.verb, r.group, r.resource, r.name) for r in namespace_requests if not _granted(r)})
+    assert not missing, f"sent but not granted (403 in production): {missing}"
+
+
+def test_every_grant_of_the_role_is_used(namespace_requests: list[KubeRequest]) -> None:
+    used = {(r.group, r.resource, r.verb) for r in namespace_requests}
+    unused = sorted(
+        (group, resource, verb)
+        for group, resource, _, verbs in _role_rules()
+        for verb in verbs
+        if (group, resource, verb) not in used
+    )
+    assert not unused, f"granted but never requested: {unused}"
+
+
+def test_the_request_recorder_sees_the_stores_and_the_lease(namespace_requests: list[KubeRequest]) -> None:
+    """The comparison above is only as good as the exercise: it must reach what we know of."""
+    used = {(r.verb, r.group, r.resource) for r in namespace_requests}
+    assert {
+        ("list", "", "configmaps"),
+        ("create", "", "configmaps"),
+        ("update", "", "configmaps"),
+        ("delete", "", "configmaps"),
+        ("get", "", "configmaps"),
+        ("create", "coordination.k8s.io", "leases"),
+        ("update", "coordination.k8s.io", "leases"),
+    } <= used

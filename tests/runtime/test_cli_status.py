@@ -1,4 +1,4 @@
-"""`noderescue status` against the emulator: records written through the kube adapter (as the
+"""`noderescue status` against the emulator: records written through the record store (as the
 daemon writes them), history in the state ConfigMap, then the command as a real process."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from typing import Any
 
 import orjson
 
-from noderescue.adapters.kube import StateStore, write_record
+from noderescue.adapters.kube import RecordStore, StateStore, record_to_json
 from noderescue.adapters.kube.client import KubeClient
+from noderescue.adapters.kube.transport import request_json
 from noderescue.config import load_config
 from noderescue.core.model import RECORD_ANNOTATION, Action, HistoryEvent, Phase, Record
 from noderescue.runtime import render
@@ -60,8 +61,9 @@ async def write_remediation_state(cluster: SimCluster, api: KubeClient, now: flo
         reason="reboot timed out; next step is notify",
         operation_id="reboot-i-gpu0000",
     )
-    await write_record(api, "workers-1", draining, expected_uid=draining.node_uid)
-    await write_record(api, "gpu-0", parked, expected_uid=parked.node_uid)
+    records = RecordStore(api, "noderescue")
+    await records.put(draining)
+    await records.put(parked)
     events = [
         HistoryEvent(now - 3000, Action.REPLACE, "workers-7", attempt_start=True),
         HistoryEvent(now - 1800, Action.REPLACE, "workers-8", attempt_start=True),
@@ -175,12 +177,54 @@ async def test_plan_continues_a_recorded_remediation(
     assert nodes["gpu-0"]["decision"] is None and "needs a human" in nodes["gpu-0"]["why"]
 
 
-async def test_unreadable_record_is_reported_not_fatal(populated: SimCluster, config_file: Path) -> None:
-    def garble(obj: dict[str, Any]) -> bool:
-        obj["metadata"].setdefault("annotations", {})[RECORD_ANNOTATION] = "{not json"
+async def test_a_record_forged_in_a_node_annotation_is_not_a_record(
+    populated: SimCluster, config_file: Path
+) -> None:
+    """A kubelet may write annotations on its own Node: plan and status must not take a record
+    from there (a forged replace, a far deadline) as noderescue's own."""
+    now = time.time()
+    forged = Record(
+        node="workers-2",
+        node_uid=uid_of(populated, "workers-2"),
+        cls="workers",
+        step=0,
+        action=Action.REPLACE,
+        phase=Phase.ACTING,
+        attempt=1,
+        started=now,
+        step_started=now,
+        deadline=now + 10 * 365 * 86400,
+        operation_id="attacker-op",
+    )
+
+    def forge(obj: dict[str, Any]) -> bool:
+        obj["metadata"].setdefault("annotations", {})[RECORD_ANNOTATION] = record_to_json(forged)
         return True
 
-    populated.store.mutate(NODES, "", "workers-2", garble)
+    populated.store.mutate(NODES, "", "workers-2", forge)
+    config = load_config(config_file)
+
+    plans = await plan_clusters(config, config.clusters)
+
+    (cluster,) = orjson.loads(render.plans_json(plans))["clusters"]
+    assert by_name(cluster["nodes"]).get("workers-2", {}).get("record") is None
+    (status,) = orjson.loads(render.status_json(plans))["clusters"]
+    assert status["remediations"] == []
+
+
+async def test_unreadable_record_is_reported_not_fatal(
+    populated: SimCluster, api: KubeClient, config_file: Path
+) -> None:
+    body = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "noderescue-record-workers-2",
+            "labels": {"app.kubernetes.io/managed-by": "noderescue", "noderescue.io/kind": "record"},
+        },
+        "data": {"record": "{not json"},
+    }
+    await request_json(api, "POST", "/api/v1/namespaces/noderescue/configmaps", body=body)
     config = load_config(config_file)
 
     plans = await plan_clusters(config, config.clusters)
@@ -188,5 +232,5 @@ async def test_unreadable_record_is_reported_not_fatal(populated: SimCluster, co
     (cluster,) = orjson.loads(render.status_json(plans))["clusters"]
     assert cluster["reachable"] is True
     (problem,) = cluster["unreadable"]
-    assert (problem["kind"], problem["name"]) == ("record", "workers-2")
-    assert "unreadable record workers-2: " in render.status_table(plans)
+    assert (problem["kind"], problem["name"]) == ("record", "noderescue-record-workers-2")
+    assert "unreadable record noderescue-record-workers-2: " in render.status_table(plans)

@@ -1,8 +1,9 @@
-"""Everything noderescue reads from and does to Kubernetes (issue 4, DESIGN §2, §5, §6).
+"""Everything noderescue reads from and does to Kubernetes.
 
 Entry points: ``make_api_client`` (one client per cluster), ``NodeCache`` (the watch cache),
 ``KubeAdapter`` / ``DryRunKubeActions`` (the ``KubeActions`` the runtime mutates through),
-``LeaderElector``, ``StateStore`` (history and pause), ``record_from_json``.
+``LeaderElector``, ``StateStore`` (history and pause), ``RecordStore`` (remediation records and
+replacement claims in noderescue's own namespace), ``record_from_json``.
 """
 
 from noderescue.adapters.kube.actions import DryRunKubeActions, KubeActions, KubeAdapter
@@ -21,6 +22,14 @@ from noderescue.adapters.kube.errors import (
 )
 from noderescue.adapters.kube.events import EventRecorder
 from noderescue.adapters.kube.leader import LeaderElector
+from noderescue.adapters.kube.record_store import (
+    Claim,
+    LoadedRecords,
+    MalformedClaim,
+    RecordStore,
+    claim_object_name,
+    record_object_name,
+)
 from noderescue.adapters.kube.records import (
     MalformedRecord,
     NodeIdentityChanged,
@@ -32,6 +41,7 @@ from noderescue.adapters.kube.records import (
 from noderescue.adapters.kube.state import StateStore
 
 __all__ = [
+    "Claim",
     "Conflict",
     "DrainOutcome",
     "DrainProgress",
@@ -44,18 +54,23 @@ __all__ = [
     "KubeAdapter",
     "KubeError",
     "LeaderElector",
+    "LoadedRecords",
+    "MalformedClaim",
     "MalformedRecord",
     "NodeCache",
     "NodeIdentityChanged",
     "NotFound",
+    "RecordStore",
     "StaleRecord",
     "StateStore",
     "TooManyRequests",
     "Unavailable",
     "apply_on_timeout",
+    "claim_object_name",
     "drain_node",
     "make_api_client",
     "record_from_json",
+    "record_object_name",
     "record_to_json",
     "write_record",
 ]

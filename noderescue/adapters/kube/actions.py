@@ -2,18 +2,20 @@
 
 ``KubeAdapter`` does them; ``DryRunKubeActions`` records them as (operation, arguments) and
 makes zero mutating requests — it may read (GET/LIST) to give realistic answers (would the
-cordon be ours? which pods would a drain evict or refuse?).
+cordon be ours? which pods would a drain evict or refuse?). Its remediation records and
+replacement claims live in its memory, laid over what the real store held when first read.
 """
 
 from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
 from typing import Any, Protocol
 
 from kubernetes_asyncio.client import ApiClient
 
+from noderescue import failpoints
 from noderescue.adapters.kube import cordon as cordon_ops
 from noderescue.adapters.kube.drain import (
     DrainOutcome,
@@ -24,7 +26,14 @@ from noderescue.adapters.kube.drain import (
 )
 from noderescue.adapters.kube.errors import NotFound
 from noderescue.adapters.kube.events import EventRecorder, EventType
-from noderescue.adapters.kube.records import write_record
+from noderescue.adapters.kube.record_store import Claim, LoadedRecords, MalformedClaim, RecordStore
+from noderescue.adapters.kube.records import (
+    MalformedRecord,
+    NodeIdentityChanged,
+    StaleRecord,
+    progress_key,
+    write_record,
+)
 from noderescue.adapters.kube.state import StateStore
 from noderescue.adapters.kube.transport import list_all, request_json
 from noderescue.core.model import CORDONED_BY_ANNOTATION, DrainPolicy, History, HistoryEvent, Pause, Record
@@ -43,7 +52,41 @@ class KubeActions(Protocol):
         self, node: str, policy: DrainPolicy, *, deadline: float, on_progress: ProgressCallback | None = None
     ) -> DrainOutcome: ...
 
-    async def write_record(self, node: str, record: Record | None, *, expected_uid: str) -> None: ...
+    async def write_record(self, node: str, record: Record | None, *, expected_uid: str) -> None:
+        """Deprecated: writes the record as a Node annotation, which a kubelet can forge and
+        which disappears with the Node. Use ``put_record`` / ``delete_record`` (and
+        ``mirror_record`` to show it on the Node)."""
+        ...
+
+    async def load_records(self) -> LoadedRecords:
+        """Every stored record (by node) and claim (by new node uid), and the unreadable objects
+        (object name -> why), which are skipped."""
+        ...
+
+    async def put_record(self, record: Record) -> None:
+        """Store the record of ``record.node`` durably before the step it describes.
+
+        Raises ``StaleRecord`` (a newer one is stored), ``NodeIdentityChanged`` (the stored one
+        is of another Node object with that name), ``KubeError``."""
+        ...
+
+    async def delete_record(self, node: str) -> None:
+        """The remediation of ``node`` is over. Idempotent."""
+        ...
+
+    async def claim_replacement(self, new_node_uid: str, new_node: str, replaced_node: str) -> bool:
+        """True when ``new_node`` may count as the replacement of ``replaced_node``: claimed now,
+        or already by this same replace. False when it verified another replace."""
+        ...
+
+    async def prune_claims(self, live_node_uids: Set[str], older_than: float) -> int:
+        """Drop claims of nodes no longer in ``live_node_uids`` made before ``older_than``
+        (epoch s); how many were dropped."""
+        ...
+
+    async def mirror_record(self, node: str, record: Record | None, *, expected_uid: str) -> None:
+        """Best effort: show the record on the Node (annotation) for humans; never raises."""
+        ...
 
     async def emit_event(
         self, node: str, node_uid: str, reason: str, message: str, *, type_: EventType = "Normal"
@@ -66,6 +109,7 @@ class KubeAdapter:
     def __init__(self, api: ApiClient, *, state_namespace: str, events: EventRecorder | None = None) -> None:
         self.api = api
         self.state = StateStore(api, state_namespace)
+        self.records = RecordStore(api, state_namespace)
         self.events = events or EventRecorder(api)
 
     async def cordon(self, node: str) -> bool:
@@ -80,7 +124,26 @@ class KubeAdapter:
         return await drain_node(self.api, node, policy, deadline=deadline, on_progress=on_progress)
 
     async def write_record(self, node: str, record: Record | None, *, expected_uid: str) -> None:
+        """Deprecated (see ``KubeActions.write_record``)."""
         await write_record(self.api, node, record, expected_uid=expected_uid)
+
+    async def load_records(self) -> LoadedRecords:
+        return await self.records.load()
+
+    async def put_record(self, record: Record) -> None:
+        await self.records.put(record)
+
+    async def delete_record(self, node: str) -> None:
+        await self.records.delete(node)
+
+    async def claim_replacement(self, new_node_uid: str, new_node: str, replaced_node: str) -> bool:
+        return await self.records.claim(new_node_uid, new_node, replaced_node)
+
+    async def prune_claims(self, live_node_uids: Set[str], older_than: float) -> int:
+        return await self.records.prune_claims(live_node_uids, older_than)
+
+    async def mirror_record(self, node: str, record: Record | None, *, expected_uid: str) -> None:
+        await self.records.mirror(node, record, expected_uid=expected_uid)
 
     async def emit_event(
         self, node: str, node_uid: str, reason: str, message: str, *, type_: EventType = "Normal"
@@ -98,10 +161,12 @@ class KubeAdapter:
 
     async def delete_node(self, node: str, *, expected_uid: str) -> None:
         body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": expected_uid}}
+        failpoints.hit("kube.node.delete.before")
         try:
             await request_json(self.api, "DELETE", f"/api/v1/nodes/{node}", body=body)
         except NotFound:
             pass
+        failpoints.hit("kube.node.delete.after")
 
 
 class DryRunKubeActions:
@@ -116,6 +181,10 @@ class DryRunKubeActions:
     ) -> None:
         self.api = api
         self.state = StateStore(api, state_namespace)
+        self.records = RecordStore(api, state_namespace)  # read only
+        # What a real run would have stored: node -> record (None: deleted), uid -> claim.
+        self._records: dict[str, Record | None] = {}
+        self._claims: dict[str, Claim | None] = {}
         # The latest intents (a dry run can last for weeks: keep a bounded tail, logs have all).
         self.calls: collections.deque[tuple[str, dict[str, Any]]] = collections.deque(maxlen=10_000)
         self._clock = clock
@@ -153,7 +222,76 @@ class DryRunKubeActions:
         )
 
     async def write_record(self, node: str, record: Record | None, *, expected_uid: str) -> None:
+        """Deprecated (see ``KubeActions.write_record``)."""
         self._record("write_record", node=node, record=record, expected_uid=expected_uid)
+
+    async def load_records(self) -> LoadedRecords:
+        """The real store (read), with what this dry run would have written laid over it."""
+        stored = await self.records.load()
+        records = dict(stored.records)
+        for node, record in self._records.items():
+            if record is None:
+                records.pop(node, None)
+            else:
+                records[node] = record
+        claims = dict(stored.claims)
+        for uid, claim in self._claims.items():
+            if claim is None:
+                claims.pop(uid, None)
+            else:
+                claims[uid] = claim
+        return LoadedRecords(records=records, claims=claims, malformed=stored.malformed)
+
+    async def _current_record(self, node: str) -> Record | None:
+        if node in self._records:
+            return self._records[node]
+        try:
+            return await self.records.get(node)
+        except MalformedRecord:
+            return None
+
+    async def put_record(self, record: Record) -> None:
+        self._record("put_record", node=record.node, record=record)
+        current = await self._current_record(record.node)
+        if current is not None:
+            if current.node_uid != record.node_uid:
+                raise NodeIdentityChanged(
+                    f"the record of node {record.node} is of uid {current.node_uid}, not {record.node_uid}"
+                )
+            if progress_key(current) > progress_key(record):
+                raise StaleRecord(current)
+        self._records[record.node] = record
+
+    async def delete_record(self, node: str) -> None:
+        self._record("delete_record", node=node)
+        self._records[node] = None
+
+    async def claim_replacement(self, new_node_uid: str, new_node: str, replaced_node: str) -> bool:
+        self._record(
+            "claim_replacement", new_node_uid=new_node_uid, new_node=new_node, replaced_node=replaced_node
+        )
+        if new_node_uid in self._claims:
+            held = self._claims[new_node_uid]
+        else:
+            try:
+                held = await self.records.get_claim(new_node_uid)
+            except MalformedClaim:
+                return False
+        if held is not None:
+            return held.replaced_node == replaced_node
+        self._claims[new_node_uid] = Claim(new_node_uid, new_node, replaced_node, self._clock())
+        return True
+
+    async def prune_claims(self, live_node_uids: Set[str], older_than: float) -> int:
+        self._record("prune_claims", live_node_uids=frozenset(live_node_uids), older_than=older_than)
+        claims = (await self.load_records()).claims
+        stale = [uid for uid, c in claims.items() if uid not in live_node_uids and c.claimed_at < older_than]
+        for uid in stale:
+            self._claims[uid] = None
+        return len(stale)
+
+    async def mirror_record(self, node: str, record: Record | None, *, expected_uid: str) -> None:
+        self._record("mirror_record", node=node, record=record, expected_uid=expected_uid)
 
     async def emit_event(
         self, node: str, node_uid: str, reason: str, message: str, *, type_: EventType = "Normal"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import structlog
 from kubernetes_asyncio.client import ApiClient
 
+from noderescue import failpoints
 from noderescue.adapters.kube.errors import Conflict
 from noderescue.adapters.kube.transport import MERGE_PATCH, JsonObject, request_json
 from noderescue.core.model import CORDONED_BY_ANNOTATION
@@ -48,11 +49,13 @@ async def cordon(api: ApiClient, node_name: str) -> bool:
             "metadata": {"resourceVersion": version, "annotations": {CORDONED_BY_ANNOTATION: CORDONED_BY_US}},
             "spec": {"unschedulable": True},
         }
+        failpoints.hit("kube.cordon.before")
         try:
             await request_json(api, "PATCH", node_path(node_name), body=patch, content_type=MERGE_PATCH)
         except Conflict:
             log.info("cordon_conflict_retry", node=node_name)
             continue
+        failpoints.hit("kube.cordon.after")
         log.info("node_cordoned", node=node_name)
         return True
     raise Conflict(f"node {node_name} kept changing while cordoning", status=409)
@@ -71,11 +74,13 @@ async def uncordon(api: ApiClient, node_name: str) -> bool:
             "metadata": {"resourceVersion": version, "annotations": {CORDONED_BY_ANNOTATION: None}},
             "spec": {"unschedulable": None},
         }
+        failpoints.hit("kube.uncordon.before")
         try:
             await request_json(api, "PATCH", node_path(node_name), body=patch, content_type=MERGE_PATCH)
         except Conflict:
             log.info("uncordon_conflict_retry", node=node_name)
             continue
+        failpoints.hit("kube.uncordon.after")
         log.info("node_uncordoned", node=node_name)
         return unschedulable
     raise Conflict(f"node {node_name} kept changing while uncordoning", status=409)

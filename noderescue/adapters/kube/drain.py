@@ -20,6 +20,7 @@ from typing import Any, Literal
 import structlog
 from kubernetes_asyncio.client import ApiClient
 
+from noderescue import failpoints
 from noderescue.adapters.kube.cordon import uncordon
 from noderescue.adapters.kube.errors import (
     Conflict,
@@ -326,13 +327,16 @@ async def drain_node(
     """Evict the node's pods and wait until they are gone, or until ``deadline`` (epoch s).
 
     Does not cordon (the caller cordons first, so evicted pods don't come back here).
-    Raises KubeError only when the node's pods cannot be listed at all.
+    Raises KubeError only when the node's pods cannot be listed at all. Failpoints
+    ``kube.drain.before`` / ``.after`` frame the whole drain (its evictions are its mutations).
     """
+    failpoints.hit("kube.drain.before")
     started = clock()
     pods = await _list_node_pods(api, node_name, deadline=deadline, clock=clock, retry_max_s=retry_max_s)
     plan = plan_pods(pods, policy)
     if plan.refused:
         log.warning("drain_refused", node=node_name, pods=list(plan.refused))
+        failpoints.hit("kube.drain.after")
         return DrainOutcome(
             node=node_name, ok=False, refused=plan.refused, skipped=plan.skipped, elapsed_s=clock() - started
         )
@@ -384,6 +388,7 @@ async def drain_node(
         blocking_pdbs=list(blocking),
         elapsed_s=round(outcome.elapsed_s, 3),
     )
+    failpoints.hit("kube.drain.after")
     return outcome
 
 

@@ -1,14 +1,24 @@
-"""The per-node remediation record (``noderescue.io/remediation`` annotation), durably written.
+"""The remediation record's JSON codec, its progress order, and the deprecated annotation writer.
 
-Writes are JSON patches that first ``test`` the Node's uid and resourceVersion: a lost race comes
-back as 409 or 422 (a failed test), and we re-read and retry, refusing to overwrite a record that
-is *newer* than ours.
+The authoritative record lives in noderescue's own namespace (``record_store.RecordStore``); the
+``noderescue.io/remediation`` annotation on the Node is at most a mirror for humans, because a
+kubelet may write annotations on its own Node.
 
-"Newer" is the record's progress key: (attempt, ladder step, phase rank, step started, operation
-id known). A remediation only moves forward along it (a new attempt, the next step, a later phase
-of the same step, the cloud operation's id learned), so a writer holding an older view of the
-node can never roll a record back. Equal keys are rewritten (same progress, e.g. a new deadline).
-Clearing (``record=None``, the remediation is over) is unconditional.
+Format 2 (written now) carries the node's name, the destructive calls whose intent is durable
+(``calls``) and the ladder the remediation follows (``ladderSource``, ``ladderHash``). Format 1
+(the annotation of earlier releases: no name, no calls, no ladder) is still read, with the node's
+name given by the caller and the defaults of the new fields.
+
+``write_record`` (deprecated: only its remaining callers keep it) writes the annotation with JSON
+patches that first ``test`` the Node's uid and resourceVersion: a lost race comes back as 409 or
+422 (a failed test), and we re-read and retry, refusing to overwrite a record that is *newer*.
+
+"Newer" is the record's progress key: (attempt, ladder step, phase rank, step started, number of
+call intents, operation id known). A remediation only moves forward along it (a new attempt, the
+next step, a later phase of the same step, a call's intent recorded, the cloud operation's id
+learned), so a writer holding an older view can never roll a record back. Equal keys are
+rewritten (same progress, e.g. a new deadline). Clearing (the remediation is over) is
+unconditional.
 """
 
 from __future__ import annotations
@@ -25,7 +35,8 @@ from noderescue.core.model import RECORD_ANNOTATION, Action, Phase, Record
 
 log = structlog.get_logger(__name__)
 
-RECORD_FORMAT = 1
+RECORD_FORMAT = 2
+_FORMATS = (1, 2)
 _ATTEMPTS = 8
 _PHASE_RANK = {
     Phase.STARTED: 0,
@@ -62,12 +73,16 @@ class NodeIdentityChanged(RecordWriteRejected):
     """The Node object now has another uid than expected (the name was reused by a new node)."""
 
 
-def progress_key(record: Record) -> tuple[int, int, int, float, bool]:
+def progress_key(record: Record) -> tuple[int, int, int, float, int, bool]:
+    """The order a remediation moves along. Within a step, call intents are only ever added
+    (``calls``): a record that knows of more calls is newer, so no stale writer can erase the
+    intent of a call that may have gone out."""
     return (
         record.attempt,
         record.step,
         _PHASE_RANK[record.phase],
         record.step_started,
+        len(record.calls),
         record.operation_id is not None,
     )
 
@@ -90,6 +105,10 @@ def record_to_json(record: Record) -> str:
         "bootIDBefore": record.boot_id_before,
         "operationID": record.operation_id,
         "cordonedByUs": record.cordoned_by_us,
+        "node": record.node,
+        "calls": list(record.calls),
+        "ladderSource": record.ladder_source,
+        "ladderHash": record.ladder_hash,
     }
     return orjson.dumps({k: v for k, v in doc.items() if v is not None}).decode()
 
@@ -107,16 +126,40 @@ def _field(doc: dict[str, Any], key: str, kind: type | tuple[type, ...], *, requ
     return value
 
 
-def record_from_json(text: str, node: str) -> Record:
-    """Parse the annotation of ``node``. Raises ``MalformedRecord``, never anything else."""
+def _calls(doc: dict[str, Any]) -> tuple[str, ...]:
+    raw = doc.get("calls")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(c, str) and c for c in raw):
+        raise MalformedRecord("record field 'calls' is not a list of call names")
+    return tuple(raw)
+
+
+def record_from_json(text: str, node: str | None = None) -> Record:
+    """Parse a record. Raises ``MalformedRecord``, never anything else.
+
+    ``node`` is the name of the node the record was found for: required for format 1 (which does
+    not carry it); for format 2 the record names its node, and a given ``node`` must match it.
+    """
     try:
         doc = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise MalformedRecord(f"record is not JSON: {exc}") from exc
     if not isinstance(doc, dict):
         raise MalformedRecord("record is not a JSON object")
-    if doc.get("v") != RECORD_FORMAT:
-        raise MalformedRecord(f"unknown record format {doc.get('v')!r}")
+    version = doc.get("v")
+    if isinstance(version, bool) or version not in _FORMATS:
+        raise MalformedRecord(f"unknown record format {version!r}")
+    if version == 1:
+        if node is None:
+            raise MalformedRecord("a format 1 record does not name its node")
+        named = node
+    else:
+        named = _field(doc, "node", str)
+        if not named:
+            raise MalformedRecord("record names no node")
+        if node is not None and named != node:
+            raise MalformedRecord(f"record names node {named!r}, found for {node!r}")
     try:
         action = Action(_field(doc, "action", str))
         phase = Phase(_field(doc, "phase", str))
@@ -128,8 +171,9 @@ def record_from_json(text: str, node: str) -> Record:
     attempt = _field(doc, "attempt", int)
     if step < 0 or attempt < 1:
         raise MalformedRecord("record step/attempt out of range")
+    ladder_source = _field(doc, "ladderSource", str, required=False)
     return Record(
-        node=node,
+        node=named,
         node_uid=_field(doc, "uid", str),
         cls=_field(doc, "class", str),
         step=step,
@@ -145,11 +189,17 @@ def record_from_json(text: str, node: str) -> Record:
         boot_id_before=_field(doc, "bootIDBefore", str, required=False),
         operation_id=_field(doc, "operationID", str, required=False),
         cordoned_by_us=bool(_field(doc, "cordonedByUs", bool, required=False)),
+        calls=_calls(doc),
+        ladder_source=ladder_source if ladder_source is not None else "class",
+        ladder_hash=_field(doc, "ladderHash", str, required=False) or "",
     )
 
 
 async def write_record(api: ApiClient, node_name: str, record: Record | None, *, expected_uid: str) -> None:
-    """Write (or with None, clear) the node's record, unless a newer one is already there.
+    """Write (or with None, clear) the node's record annotation, unless a newer one is there.
+
+    Deprecated: the annotation is not authoritative (a kubelet may write it). Records are kept by
+    ``RecordStore.put`` / ``delete``; the annotation is mirrored by ``RecordStore.mirror``.
 
     Raises ``StaleRecord`` (a newer record is on the node; it is left alone),
     ``NodeIdentityChanged`` (the node's uid is not ``expected_uid``), ``KubeError``.

@@ -20,6 +20,7 @@ import orjson
 import structlog
 from kubernetes_asyncio.client import ApiClient
 
+from noderescue import failpoints
 from noderescue.adapters.kube.errors import Conflict, NotFound
 from noderescue.adapters.kube.transport import JsonObject, request_json
 from noderescue.core.model import Action, History, HistoryEvent, Pause
@@ -117,16 +118,18 @@ class StateStore:
 
     async def append(self, events: Sequence[HistoryEvent], *, keep_after: float) -> History:
         """Add events; drop those at or before ``keep_after`` (the longest window's start)."""
-        state = await self._update(lambda history, pause: (merged(history, events, keep_after), pause))
+        state = await self._update(
+            lambda history, pause: (merged(history, events, keep_after), pause), "kube.history.append"
+        )
         return state[0]
 
     async def set_pause(self, pause: Pause) -> None:
-        await self._update(lambda history, _: (history, pause))
+        await self._update(lambda history, _: (history, pause), "kube.pause.set")
 
     async def clear_pause(self) -> None:
-        await self._update(lambda history, _: (history, None))
+        await self._update(lambda history, _: (history, None), "kube.pause.clear")
 
-    async def _update(self, mutate: Mutation) -> State:
+    async def _update(self, mutate: Mutation, failpoint: str) -> State:
         for attempt in range(_ATTEMPTS):
             try:
                 configmap = await request_json(self._api, "GET", self._path)
@@ -137,6 +140,7 @@ class StateStore:
             data: dict[str, str] = {"history": history_to_json(history)}
             if pause is not None:
                 data["pause"] = pause_to_json(pause)
+            failpoints.hit(f"{failpoint}.before")
             try:
                 if configmap is None:
                     body: dict[str, Any] = {
@@ -166,5 +170,6 @@ class StateStore:
                 log.debug("state_write_race_retry", attempt=attempt)
                 await asyncio.sleep(random.uniform(0.0, 0.05 * (attempt + 1)))
                 continue
+            failpoints.hit(f"{failpoint}.after")
             return history, pause
         raise Conflict(f"configmap {self._name} kept changing", status=409)

@@ -24,6 +24,7 @@ from noderescue.sim.kubeapi.admin import apply_fault_request, describe_faults
 from noderescue.sim.kubeapi.deletion import Deletions
 from noderescue.sim.kubeapi.patch import apply_patch
 from noderescue.sim.kubeapi.resources import (
+    CONFIGMAPS,
     NAMESPACES,
     PODS,
     ResourceType,
@@ -47,6 +48,7 @@ from noderescue.sim.kubeapi.status import (
 from noderescue.sim.kubeapi.store import Entry, Store
 from noderescue.sim.kubeapi.table import to_table, wants_table
 from noderescue.sim.kubeapi.timestamps import rfc3339
+from noderescue.sim.kubeapi.validation import validate_configmap
 from noderescue.sim.kubeapi.views import entry_matches, render, stored_shape, view
 from noderescue.sim.kubeapi.watch import WatchRequest, WatchStream
 
@@ -56,6 +58,7 @@ AdminAction = Callable[[str, dict[str, Any]], Any]
 
 _CREATED_NAME = web.RequestKey("created_name", str)
 _MUTATING_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+_MAX_REQUEST_BODY = 3 * 1024 * 1024
 _TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
 _FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
 
@@ -124,7 +127,9 @@ class KubeApiServer:
         self.deletions = Deletions(store)
         self.admin_actions: dict[str, AdminAction] = {}
         self.url = ""
-        self.app = web.Application(middlewares=[self._middleware])
+        # The real server reads request bodies up to 3 MB (and then validates sizes itself, e.g.
+        # 422 for a ConfigMap over 1 MiB); aiohttp's default would answer 413 above 1 MiB.
+        self.app = web.Application(middlewares=[self._middleware], client_max_size=_MAX_REQUEST_BODY)
         self.app.router.add_route("*", "/{tail:.*}", self._dispatch)
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -568,6 +573,7 @@ class KubeApiServer:
         body = self._read_body(await request.read())
         if not isinstance(body, dict):
             raise bad_request("the request body must be a JSON object")
+        self._validate(res, body)
         if self._dry_run(request):
             return _json(body, 201)
         obj = stored_shape(res, body)
@@ -587,6 +593,12 @@ class KubeApiServer:
         created = self.store.create(res, obj)
         request[_CREATED_NAME] = created["metadata"]["name"]
         return _json(view(res, created), 201)
+
+    @staticmethod
+    def _validate(res: ResourceType, obj: dict[str, Any]) -> None:
+        """The real server's validation of the object about to be stored (ConfigMaps so far)."""
+        if res is CONFIGMAPS:
+            validate_configmap(obj)
 
     def _dry_run(self, request: web.Request) -> bool:
         return bool(request.query.get("dryRun"))
@@ -625,6 +637,7 @@ class KubeApiServer:
             meta["namespace"] = namespace
         expect = str(meta.get("resourceVersion") or "")
         new = self._keep_status(res, target.subresource, old, new)
+        self._validate(res, new)
         if self._dry_run(request):
             return _json(view(res, new))
         updated = self.store.update(res, new, expect_rv=expect or None)
@@ -646,6 +659,7 @@ class KubeApiServer:
         if isinstance(patch, dict):
             expect = str((patch.get("metadata") or {}).get("resourceVersion") or "")
         patched = self._keep_status(res, target.subresource, old, patched)
+        self._validate(res, patched)
         if self._dry_run(request):
             return _json(view(res, patched))
         updated = self.store.update(res, patched, expect_rv=expect or None)

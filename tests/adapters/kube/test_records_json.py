@@ -47,6 +47,9 @@ FULL = Record(
     boot_id_before="boot-1",
     operation_id="op-7",
     cordoned_by_us=True,
+    calls=("replace", "capacity"),
+    ladder_source="rule/1",
+    ladder_hash="sha256:0123",
 )
 MINIMAL = Record(
     node="workers-1",
@@ -65,12 +68,32 @@ MINIMAL = Record(
 @pytest.mark.parametrize("record", [pytest.param(FULL, id="full"), pytest.param(MINIMAL, id="minimal")])
 def test_record_round_trip(record: Record) -> None:
     assert record_from_json(record_to_json(record), record.node) == record
+    assert record_from_json(record_to_json(record)) == record  # format 2 names its node
 
 
 def test_record_json_omits_absent_fields() -> None:
     doc = orjson.loads(record_to_json(MINIMAL))
     assert "operationID" not in doc and "deadline" not in doc
-    assert doc["v"] == 1
+    assert doc["v"] == 2
+    assert doc["node"] == "workers-1" and doc["calls"] == [] and doc["ladderSource"] == "class"
+
+
+def test_format_1_records_are_still_read() -> None:
+    """The annotation of earlier releases: no node name, no calls, no ladder."""
+    text = (
+        '{"v":1,"uid":"uid-1","class":"workers","step":1,"action":"replace","phase":"acting",'
+        '"attempt":2,"started":1000.5,"stepStarted":1100.0,"deadline":1700.0,"operationID":"op-7"}'
+    )
+    record = record_from_json(text, "workers-1")
+    assert record.node == "workers-1" and record.operation_id == "op-7"
+    assert record.calls == () and record.ladder_source == "class" and record.ladder_hash == ""
+    with pytest.raises(MalformedRecord):
+        record_from_json(text)  # nothing says which node it is of
+
+
+def test_a_record_found_for_another_node_is_malformed() -> None:
+    with pytest.raises(MalformedRecord):
+        record_from_json(record_to_json(FULL), "workers-2")
 
 
 def _doc(**changes: object) -> str:
@@ -88,7 +111,12 @@ def _doc(**changes: object) -> str:
     [
         pytest.param("not json", id="not-json"),
         pytest.param("[1, 2]", id="list"),
-        pytest.param(_doc(v=2), id="future-format"),
+        pytest.param(_doc(v=3), id="future-format"),
+        pytest.param(_doc(v=True), id="format-bool"),
+        pytest.param(_doc(node=""), id="empty-node"),
+        pytest.param(_doc(calls="reboot"), id="calls-string"),
+        pytest.param(_doc(calls=["reboot", 1]), id="calls-not-names"),
+        pytest.param(_doc(ladderHash=7), id="ladder-hash-number"),
         pytest.param(_doc(v=None), id="no-format"),
         pytest.param(_doc(phase="exploded"), id="unknown-phase"),
         pytest.param(_doc(action="nuke"), id="unknown-action"),
@@ -114,6 +142,7 @@ def test_malformed_record_raises_the_typed_error(text: str) -> None:
             FULL, dataclasses.replace(FULL, attempt=3, step=0, phase=Phase.STARTED), id="next-attempt"
         ),
         pytest.param(dataclasses.replace(FULL, operation_id=None), FULL, id="operation-id-learned"),
+        pytest.param(dataclasses.replace(FULL, calls=("replace",)), FULL, id="call-intent-recorded"),
     ],
 )
 def test_progress_key_orders_records(older: Record, newer: Record) -> None:
