@@ -6,6 +6,10 @@ Clients talk to the proxy (``AwsCloud.endpoint``); it forwards every request to 
 - answers a share of calls (``cloud_throttle_rate``) with the throttling error AWS sends:
   ``Throttling`` (Auto Scaling, query protocol, HTTP 400), ``RequestLimitExceeded`` (EC2, HTTP
   503 as EC2 sends it), ``ThrottlingException`` (SSM, JSON protocol, HTTP 400);
+- applies targeted faults (``FaultSpec`` with ``api: aws``, ``call`` = the Action) to any call:
+  ``before`` answers the error without forwarding, ``after`` forwards (moto applies it, the
+  cluster sees the effect, the audit line says the real answer) and then answers the error
+  instead of moto's reply;
 - writes one audit line per mutating call and instance (verb = the Action, resource = the
   service, name = the instance id, or the group name for calls without one);
 - turns cloud actions into cluster effects. ``TerminateInstanceInAutoScalingGroup`` -> the
@@ -39,13 +43,20 @@ import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qs
 
 import aiohttp
 import structlog
 from aiohttp import web
 
+from noderescue.sim.faults import (
+    AUDIT_NO_ANSWER,
+    AUDIT_RESET,
+    FaultSpec,
+    hold_until_client_gives_up,
+    reset_connection,
+)
 from noderescue.sim.scenario import (
     AuditSink,
     ClusterEffects,
@@ -116,30 +127,56 @@ def _member_order(key: str) -> tuple[str, int]:
 
 def throttle_response(service: str) -> web.Response:
     """The error AWS answers a throttled call with, per protocol."""
-    request_id = str(uuid.uuid4())
     if service == "ssm":
-        return web.Response(
-            status=400,
-            body=json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode(),
-            headers={
-                "Content-Type": "application/x-amz-json-1.1",
-                "x-amzn-ErrorType": "ThrottlingException",
-                "x-amzn-RequestId": request_id,
-            },
-        )
+        return _json_error(400, "ThrottlingException", "Rate exceeded")
     if service == "ec2":
-        xml = (
-            '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
-            "<Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message>"
-            f"</Error></Errors><RequestID>{request_id}</RequestID></Response>"
-        )
-        return web.Response(status=503, text=xml, content_type="text/xml")
+        return _ec2_error(503, "RequestLimitExceeded", "Request limit exceeded.")
+    return _query_error(400, "Sender", "Throttling", "Rate exceeded")
+
+
+def error_response(service: str, error: Literal[500, 503, 429]) -> web.Response:
+    """An injected error, as the service's protocol spells it (429 is the service's throttling
+    error: AWS APIs do not answer 429 themselves)."""
+    if error == 429:
+        return throttle_response(service)
+    if service == "ssm":
+        code = "InternalServerError" if error == 500 else "ServiceUnavailable"
+        return _json_error(error, code, "injected by the emulator")
+    if service == "ec2":
+        code = "InternalError" if error == 500 else "Unavailable"
+        return _ec2_error(error, code, "injected by the emulator")
+    code = "InternalFailure" if error == 500 else "ServiceUnavailable"
+    return _query_error(error, "Receiver", code, "injected by the emulator")
+
+
+def _json_error(status: int, code: str, message: str) -> web.Response:
+    return web.Response(
+        status=status,
+        body=json.dumps({"__type": code, "message": message}).encode(),
+        headers={
+            "Content-Type": "application/x-amz-json-1.1",
+            "x-amzn-ErrorType": code,
+            "x-amzn-RequestId": str(uuid.uuid4()),
+        },
+    )
+
+
+def _ec2_error(status: int, code: str, message: str) -> web.Response:
+    xml = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
+        f"<Code>{code}</Code><Message>{message}</Message>"
+        f"</Error></Errors><RequestID>{uuid.uuid4()}</RequestID></Response>"
+    )
+    return web.Response(status=status, text=xml, content_type="text/xml")
+
+
+def _query_error(status: int, kind: str, code: str, message: str) -> web.Response:
     xml = (
         '<ErrorResponse xmlns="https://autoscaling.amazonaws.com/doc/2011-01-01/">'
-        "<Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error>"
-        f"<RequestId>{request_id}</RequestId></ErrorResponse>"
+        f"<Error><Type>{kind}</Type><Code>{code}</Code><Message>{message}</Message></Error>"
+        f"<RequestId>{uuid.uuid4()}</RequestId></ErrorResponse>"
     )
-    return web.Response(status=400, text=xml, content_type="text/xml")
+    return web.Response(status=status, text=xml, content_type="text/xml")
 
 
 class AwsCloud:
@@ -351,6 +388,9 @@ class AwsCloud:
         except (ValueError, UnicodeDecodeError):
             call = AwsCall(service="", action="", params={}, instance_ids=())
         user_agent = request.headers.get("User-Agent", "")
+        fault = self._take_fault(call)
+        if fault is not None and fault.mode == "before":
+            return await self._fail(request, call, fault, user_agent, applied=False)
         if call.action and self._throttle is not None and self._throttle.draw_cloud_throttle():
             response = throttle_response(call.service)
             self._write_audit(call, response.status, user_agent)
@@ -374,7 +414,38 @@ class AwsCloud:
         if status < 300:
             data = await self._effects(call, data)
         self._write_audit(call, status, user_agent)
+        if fault is not None:
+            return await self._fail(request, call, fault, user_agent, applied=True)
         return web.Response(status=status, body=data, headers=reply_headers)
+
+    def _take_fault(self, call: AwsCall) -> FaultSpec | None:
+        if not call.action or self._throttle is None:
+            return None
+        nodes = [n for n in map(self.node_of_instance, call.instance_ids) if n is not None]
+        return self._throttle.take_fault("aws", call.action, instances=call.instance_ids, nodes=nodes)
+
+    async def _fail(
+        self, request: web.Request, call: AwsCall, fault: FaultSpec, user_agent: str, *, applied: bool
+    ) -> web.StreamResponse:
+        """Answer ``call`` with the fault's error. ``applied``: the call took effect (and was
+        audited with its real answer); otherwise the audit line carries what the client got."""
+        log.info(
+            "sim_aws_fault", service=call.service, action=call.action, error=fault.error, mode=fault.mode
+        )
+        if fault.error == "timeout":
+            if not applied:
+                self._write_audit(call, AUDIT_NO_ANSWER, user_agent)
+            await hold_until_client_gives_up(request)
+            raise asyncio.CancelledError
+        if fault.error == "reset":
+            if not applied:
+                self._write_audit(call, AUDIT_RESET, user_agent)
+            reset_connection(request)
+            raise asyncio.CancelledError
+        response = error_response(call.service, fault.error)
+        if not applied:
+            self._write_audit(call, response.status, user_agent)
+        return response
 
     async def _forward(
         self, request: web.Request, headers: dict[str, str], body: bytes

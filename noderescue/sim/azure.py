@@ -15,7 +15,11 @@ client-credentials token requests (``POST /<tenant>/oauth2/v2.0/token``), so
 ``DefaultAzureCredential`` works with ``AZURE_AUTHORITY_HOST`` pointed here and the fake
 ``AZURE_CLIENT_ID``/``AZURE_CLIENT_SECRET``/``AZURE_TENANT_ID`` of the world's env file.
 Throttling (``Faults.cloud_throttle_rate``) answers 429 with ``Retry-After``, as ARM does;
-operation polls are never throttled.
+operation polls are never throttled. Targeted faults (``FaultSpec`` with ``api: azure``) name the
+call ``restart``, ``reimage``, ``delete`` (a VM's DELETE and the scale set's deleteInstances),
+``capacity`` (PUT/PATCH of the scale set) or ``runCommand``: ``before`` answers the error without
+running the handler, ``after`` runs it (the effect happens, the audit line says the real answer)
+and answers the error instead.
 
 Effects on the cluster: restart -> reboot (new bootID); reimage -> reboot with the NPD conditions
 cleared (a fresh OS disk); delete / deleteInstances -> the Node goes NotReady and is deleted, and
@@ -42,6 +46,13 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from noderescue.sim.faults import (
+    AUDIT_NO_ANSWER,
+    AUDIT_RESET,
+    FaultSpec,
+    hold_until_client_gives_up,
+    reset_connection,
+)
 from noderescue.sim.manifests import HEALTHY_WHEN_TRUE, KUBELET_CONDITION_TYPES
 from noderescue.sim.scenario import (
     AuditSink,
@@ -100,6 +111,15 @@ class Operation:
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
     body = json.dumps({"error": {"code": code, "message": message}})
     return web.Response(status=status, text=body, content_type="application/json", headers=headers)
+
+
+def _throttled(retry_after: str) -> web.Response:
+    return _error(
+        429,
+        "TooManyRequests",
+        "The request is being throttled as the limit has been reached for operation type.",
+        headers={"Retry-After": retry_after, "x-ms-ratelimit-remaining-resource": "0"},
+    )
 
 
 class AzureCloud:
@@ -309,26 +329,78 @@ class AzureCloud:
                 401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing."
             )
         polling = "/operations/" in request.path or "/operationResults/" in request.path
+        fault = None if polling else await self._take_fault(request)
+        if fault is not None and fault.mode == "before":
+            return await self._fail(request, fault, applied=False)
         if not polling and self._throttle is not None and self._throttle.draw_cloud_throttle():
-            if request.method == "POST" and request.path.endswith("/delete"):
-                # deleteInstances names its VMs in the body: the audit lines want them.
-                with contextlib.suppress(ValueError):
-                    body = await request.json()
-                    if isinstance(body, dict) and isinstance(body.get("instanceIds"), list):
-                        request[_INSTANCE_IDS] = [str(i) for i in body["instanceIds"]]
+            await self._keep_instance_ids(request)
             retry_after = str(self._throttle.retry_after_s)
-            throttled = _error(
-                429,
-                "TooManyRequests",
-                "The request is being throttled as the limit has been reached for operation type.",
-                headers={"Retry-After": retry_after, "x-ms-ratelimit-remaining-resource": "0"},
-            )
+            throttled = _throttled(retry_after)
             self._audit_request(request, 429)
             log.info("sim_azure_throttled", method=request.method, path=request.path)
             return throttled
         served: web.StreamResponse = await handler(request)
         self._audit_request(request, served.status)
+        if fault is not None:
+            return await self._fail(request, fault, applied=True)
         return served
+
+    async def _keep_instance_ids(self, request: web.Request) -> None:
+        if request.method == "POST" and request.path.endswith("/delete") and _INSTANCE_IDS not in request:
+            # deleteInstances names its VMs in the body: the audit lines and faults want them.
+            with contextlib.suppress(ValueError):
+                body = await request.json()
+                if isinstance(body, dict) and isinstance(body.get("instanceIds"), list):
+                    request[_INSTANCE_IDS] = [str(i) for i in body["instanceIds"]]
+
+    async def _take_fault(self, request: web.Request) -> FaultSpec | None:
+        if self._throttle is None or request.method == "GET":
+            return None
+        tail = request.path.rstrip("/").rpartition("/")[2]
+        instance = request.match_info.get("id")
+        if instance is not None:
+            call = tail if request.method == "POST" else "delete"
+            ids = [instance]
+        elif tail == "delete":
+            call = "delete"
+            await self._keep_instance_ids(request)
+            ids = request.get(_INSTANCE_IDS, [])
+        else:
+            call = "capacity"
+            ids = []
+        scale_set = self._scale_sets.get(request.match_info.get("ss", "").lower())
+        names = list(ids)
+        nodes = []
+        if scale_set is not None:
+            names += [f"{scale_set.name}_{i}" for i in ids]
+            nodes = [scale_set.vms[i].node for i in ids if i in scale_set.vms]
+        return self._throttle.take_fault("azure", call, instances=names, nodes=nodes)
+
+    async def _fail(self, request: web.Request, fault: FaultSpec, *, applied: bool) -> web.StreamResponse:
+        """Answer with the fault's error. ``applied``: the handler ran (and was audited with its
+        real answer); otherwise the audit line carries what the client got."""
+        log.info(
+            "sim_azure_fault", method=request.method, path=request.path, error=fault.error, mode=fault.mode
+        )
+        if fault.error == "timeout":
+            if not applied:
+                self._audit_request(request, AUDIT_NO_ANSWER)
+            await hold_until_client_gives_up(request)
+            raise asyncio.CancelledError
+        if fault.error == "reset":
+            if not applied:
+                self._audit_request(request, AUDIT_RESET)
+            reset_connection(request)
+            raise asyncio.CancelledError
+        if fault.error == 429:
+            response = _throttled(str(fault.retry_after))
+        elif fault.error == 503:
+            response = _error(503, "ServiceUnavailable", "The service is temporarily unavailable (injected).")
+        else:
+            response = _error(500, "InternalServerError", "An internal server error occurred (injected).")
+        if not applied:
+            self._audit_request(request, response.status)
+        return response
 
     def _audit_request(self, request: web.Request, code: int) -> None:
         if self._audit is None or request.method == "GET":

@@ -24,6 +24,9 @@
       - {at: 20s, api: latency, latency: 300ms, for: 30s}
       - {at: 20s, cloud: throttle, rate: 0.5, for: 1m}    # no `for`: until the end
       - {at: 40s, watch: disconnect}                      # or expire (410 Gone)
+      - {at: 5s, fault: {api: aws, call: RebootInstances, mode: after, error: reset, count: 1}}
+                                   # a targeted fault (noderescue.sim.faults.FaultSpec): one call
+                                   # of one API, failed before or after applying it
 
 Times are emulated seconds: with ``time_scale`` X they pass X times faster in real time.
 
@@ -46,7 +49,7 @@ daemon treats such nodes as "unknown provider" (notify only), like bare-metal no
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -64,6 +67,7 @@ from pydantic import (
 )
 
 from noderescue import config_values
+from noderescue.sim.faults import FaultSpec
 
 log = structlog.get_logger(__name__)
 
@@ -152,7 +156,7 @@ class ConditionChange(_Model):
 
 
 _NODE_ACTIONS = ("condition", "kubelet", "repairable")
-_GLOBAL_ACTIONS = ("api", "cloud", "watch")
+_GLOBAL_ACTIONS = ("api", "cloud", "watch", "fault")
 
 
 class Event(_Model):
@@ -167,6 +171,7 @@ class Event(_Model):
     api: Literal["outage", "errors", "latency"] | None = None
     cloud: Literal["throttle"] | None = None
     watch: Literal["disconnect", "expire"] | None = None
+    fault: FaultSpec | None = None  # its duration ('for' inside it) is in emulated seconds
     for_: Duration | None = Field(default=None, alias="for")
     rate: Rate | None = None
     latency: Duration | None = None
@@ -185,7 +190,7 @@ class Event(_Model):
         actions = [name for name in (*_NODE_ACTIONS, *_GLOBAL_ACTIONS) if getattr(self, name) is not None]
         if len(actions) != 1:
             raise ValueError(
-                "give exactly one action of condition, kubelet, repairable, api, cloud, watch"
+                "give exactly one action of condition, kubelet, repairable, api, cloud, watch, fault"
                 + (f" (got {', '.join(actions)})" if actions else "")
             )
         action = actions[0]
@@ -209,6 +214,8 @@ class Event(_Model):
             raise ValueError(f"{'api errors' if self.api else 'cloud throttle'} needs 'rate'")
         if self.watch is not None and (self.for_ is not None or self.rate is not None):
             raise ValueError("a watch event takes no 'for' or 'rate'")
+        if self.fault is not None and (self.for_ is not None or self.rate is not None):
+            raise ValueError("a fault event takes 'for' and 'rate' inside its fault")
         return self
 
 
@@ -395,11 +402,21 @@ class AuditSink(Protocol):
 
 
 class ThrottleSwitch(Protocol):
-    """The cloud half of ``Faults``: whether to throttle this call, and the Retry-After to send."""
+    """The cloud half of ``Faults``: whether to throttle this call, the Retry-After to send, and
+    the targeted fault to apply to it, if any."""
 
     retry_after_s: int
 
     def draw_cloud_throttle(self) -> bool: ...
+
+    def take_fault(
+        self,
+        api: Literal["kubernetes", "aws", "azure"],
+        call: str,
+        *,
+        instances: Collection[str] = (),
+        nodes: Collection[str] = (),
+    ) -> FaultSpec | None: ...
 
 
 class FaultControl(ThrottleSwitch, Protocol):
@@ -407,6 +424,8 @@ class FaultControl(ThrottleSwitch, Protocol):
 
     cloud_throttle_rate: float
     latency_s: float
+
+    def add_fault(self, spec: FaultSpec, *, for_s: float | None = None) -> int: ...
 
     def api_outage(self, for_s: float) -> None: ...
     def set_api_errors(self, rate: float, codes: tuple[int | Literal["timeout"], ...] = (500,)) -> None: ...
@@ -517,6 +536,9 @@ class EventRunner:
             self.faults.cloud_throttle_rate = event.rate
             if event.for_ is not None:
                 resets.append((loop.time() + event.for_ / self.time_scale, self._end_cloud_throttle))
+        elif event.fault is not None:
+            spec = event.fault
+            self.faults.add_fault(spec, for_s=None if spec.for_ is None else spec.for_ / self.time_scale)
         elif event.watch == "disconnect":
             self.faults.watch_disconnect_now()
         elif event.watch == "expire":

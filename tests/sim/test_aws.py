@@ -13,11 +13,11 @@ from typing import Any, cast
 import boto3
 import pytest
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
 
 from noderescue.sim.audit import AuditLog
 from noderescue.sim.aws import FAKE_ACCESS_KEY_ID, FAKE_SECRET_ACCESS_KEY, AwsCloud, parse_call
-from noderescue.sim.faults import Faults
+from noderescue.sim.faults import Faults, FaultSpec
 from noderescue.sim.scenario import parse_scenario
 from noderescue.sim.world import World
 from tests.sim.recording_cluster import RecordingCluster
@@ -582,3 +582,121 @@ async def test_two_clouds_in_one_process_keep_their_groups_apart(rig: AwsRig) ->
         assert other.instance_of_node("workers-0") == victim
     finally:
         await other.stop()
+
+
+# ---- targeted faults (FaultSpec) ----------------------------------------------------------------
+
+
+def fault(**raw: Any) -> FaultSpec:
+    return FaultSpec.model_validate({"api": "aws", **raw})
+
+
+def quick_client(rig: AwsRig, service: str) -> Any:
+    """One attempt, and a read timeout short enough for a held answer to end the call fast."""
+    config = Config(retries={"total_max_attempts": 1, "mode": "standard"}, read_timeout=1, connect_timeout=1)
+    return make_client(
+        service,
+        endpoint_url=rig.cloud.endpoint,
+        region_name="eu-west-1",
+        aws_access_key_id=FAKE_ACCESS_KEY_ID,
+        aws_secret_access_key=FAKE_SECRET_ACCESS_KEY,
+        config=config,
+    )
+
+
+def reboot_lines(rig: AwsRig) -> list[int]:
+    return [line["code"] for line in rig.audit.lines if line["verb"] == "RebootInstances"]
+
+
+@pytest.mark.parametrize(
+    ("error", "raised"),
+    [
+        pytest.param(500, ClientError, id="500"),
+        pytest.param(503, ClientError, id="503"),
+        pytest.param("timeout", ReadTimeoutError, id="timeout"),
+        pytest.param("reset", ConnectionClosedError, id="reset"),
+    ],
+)
+async def test_fault_after_applying_makes_the_call_and_fails_its_answer(
+    rig: AwsRig, error: object, raised: type[Exception]
+) -> None:
+    pet = rig.cloud.instance_of_node("pets-0")
+    rig.faults.add_fault(fault(call="RebootInstances", mode="after", error=error))
+    ec2 = quick_client(rig, "ec2")
+    started = time.monotonic()
+    with pytest.raises(raised) as caught:
+        await asyncio.to_thread(ec2.reboot_instances, InstanceIds=[pet])
+    assert time.monotonic() - started < 5  # a held answer ends with the client's read timeout
+    if isinstance(caught.value, ClientError):
+        assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == error
+    assert rig.cluster.reboots == ["pets-0"]  # applied
+    assert reboot_lines(rig) == [200]  # audited with moto's real answer
+    # count defaults to 1: the next call is served normally
+    await asyncio.to_thread(ec2.reboot_instances, InstanceIds=[pet])
+    assert rig.cluster.reboots == ["pets-0", "pets-0"] and reboot_lines(rig) == [200, 200]
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "audited"),
+    [
+        pytest.param(500, "InternalError", 500, id="500"),
+        pytest.param(503, "Unavailable", 503, id="503"),
+        pytest.param(429, "RequestLimitExceeded", 503, id="429-is-ec2-throttling"),
+        pytest.param("timeout", None, 499, id="timeout"),
+        pytest.param("reset", None, 444, id="reset"),
+    ],
+)
+async def test_fault_before_applying_fails_without_effect(
+    rig: AwsRig, error: object, code: str | None, audited: int
+) -> None:
+    pet = rig.cloud.instance_of_node("pets-0")
+    rig.faults.add_fault(fault(call="RebootInstances", mode="before", error=error))
+    ec2 = quick_client(rig, "ec2")
+    with pytest.raises((ClientError, ReadTimeoutError, ConnectionClosedError)) as caught:
+        await asyncio.to_thread(ec2.reboot_instances, InstanceIds=[pet])
+    if code is not None:
+        assert isinstance(caught.value, ClientError)
+        assert caught.value.response["Error"]["Code"] == code
+    assert rig.cluster.reboots == []
+    assert reboot_lines(rig) == [audited]
+
+
+async def test_fault_targets_its_instance_or_node_and_counts_down(rig: AwsRig) -> None:
+    pet0, pet1 = rig.cloud.instance_of_node("pets-0"), rig.cloud.instance_of_node("pets-1")
+    rig.faults.add_fault(fault(call="RebootInstances", node="pets-1", error=500, count=2))
+    rig.faults.add_fault(fault(call="SendCommand", instance=pet0, error=500))
+    ec2 = quick_client(rig, "ec2")
+    await asyncio.to_thread(ec2.reboot_instances, InstanceIds=[pet0])  # not the fault's node
+    for _ in range(2):
+        with pytest.raises(ClientError):
+            await asyncio.to_thread(ec2.reboot_instances, InstanceIds=[pet1])
+    await asyncio.to_thread(ec2.reboot_instances, InstanceIds=[pet1])  # used up
+    assert rig.cluster.reboots == ["pets-0", "pets-1"]
+    assert [f.spec.call for f in rig.faults.targeted()] == ["SendCommand"]
+
+
+async def test_rate_fault_ends_after_its_duration(rig: AwsRig) -> None:
+    pet = rig.cloud.instance_of_node("pets-0")
+    rig.faults.add_fault(fault(call="RebootInstances", error=503, rate=1.0, **{"for": "300ms"}))
+    ec2 = quick_client(rig, "ec2")
+    for _ in range(3):
+        with pytest.raises(ClientError):
+            await asyncio.to_thread(ec2.reboot_instances, InstanceIds=[pet])
+    await asyncio.sleep(0.35)
+    await asyncio.to_thread(ec2.reboot_instances, InstanceIds=[pet])
+    assert rig.cluster.reboots == ["pets-0"] and rig.faults.targeted() == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"call": "RebootInstances", "error": 500, "count": 1, "rate": 0.5}, "not both"),
+        ({"call": "reboot_instances", "error": 500}, "API action name"),
+        ({"call": "RebootInstances", "error": 404}, "error"),
+        ({"call": "RebootInstances", "error": 500, "retryAfter": 2}, "retryAfter"),
+        ({"call": "RebootInstances", "error": 500, "mode": "during"}, "mode"),
+    ],
+)
+def test_fault_schema_refuses_what_it_cannot_do(raw: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        fault(**raw)

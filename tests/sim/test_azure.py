@@ -14,12 +14,17 @@ from typing import Any
 
 import pytest
 from azure.core.credentials import AccessToken
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 from azure.mgmt.compute.aio import ComputeManagementClient
 
 from noderescue.sim.audit import AuditLog
 from noderescue.sim.azure import RESOURCE_GROUP, SUBSCRIPTION_ID, AzureCloud
-from noderescue.sim.faults import Faults
+from noderescue.sim.faults import Faults, FaultSpec
 from noderescue.sim.scenario import parse_scenario
 from noderescue.sim.world import World
 from tests.sim.recording_cluster import RecordingCluster
@@ -379,3 +384,98 @@ async def test_world_env_lets_default_azure_credential_work(world: tuple[World, 
         out, err = await process.communicate()
     assert process.returncode == 0, err.decode()[-2000:]
     assert out.decode().split() == ["sim", "workers-0", "workers-1", "workers-2", "workers-3"]
+
+
+# ---- targeted faults (FaultSpec) ----------------------------------------------------------------
+
+
+def azure_fault(**raw: Any) -> FaultSpec:
+    return FaultSpec.model_validate({"api": "azure", **raw})
+
+
+ONE_SHOT: dict[str, Any] = {"polling": False, "retry_total": 0, "read_timeout": 1}
+
+
+def audited(rig: AzureRig, verb: str) -> list[int]:
+    return [line["code"] for line in rig.audit.lines if line["verb"] == verb]
+
+
+@pytest.mark.parametrize(
+    ("error", "raised"),
+    [
+        pytest.param(500, HttpResponseError, id="500"),
+        pytest.param(503, HttpResponseError, id="503"),
+        pytest.param("timeout", ServiceResponseError, id="timeout"),
+        pytest.param("reset", ServiceRequestError, id="reset"),  # aiohttp's disconnect, as the SDK maps it
+    ],
+)
+async def test_fault_after_applying_runs_the_call_and_fails_its_answer(
+    rig: AzureRig, error: object, raised: type[Exception]
+) -> None:
+    rig.faults.add_fault(azure_fault(call="restart", mode="after", error=error, node="workers-1"))
+    ops = rig.client.virtual_machine_scale_set_vms
+    started = time.monotonic()
+    with pytest.raises(raised) as caught:
+        await ops.begin_restart(RESOURCE_GROUP, "workers", "1", **ONE_SHOT)
+    assert time.monotonic() - started < 5
+    if isinstance(caught.value, HttpResponseError):
+        assert caught.value.status_code == error
+    assert rig.cluster.reboots == ["workers-1"]
+    assert audited(rig, "restart") == [202]
+    await ops.begin_restart(RESOURCE_GROUP, "workers", "1", **ONE_SHOT)  # used up
+    assert rig.cluster.reboots == ["workers-1", "workers-1"]
+
+
+@pytest.mark.parametrize(
+    ("call", "begin", "verb"),
+    [
+        pytest.param("reimage", lambda c: c.virtual_machine_scale_set_vms.begin_reimage(
+            RESOURCE_GROUP, "workers", "2", **ONE_SHOT), "reimage", id="reimage"),
+        pytest.param("delete", lambda c: c.virtual_machine_scale_sets.begin_delete_instances(
+            RESOURCE_GROUP, "workers", {"instanceIds": ["2"]}, **ONE_SHOT), "deleteInstances", id="delete"),
+        pytest.param("capacity", lambda c: c.virtual_machine_scale_sets.begin_update(
+            RESOURCE_GROUP, "workers", {"sku": {"capacity": 6}}, **ONE_SHOT), "update", id="capacity"),
+        pytest.param("runCommand", lambda c: c.virtual_machine_scale_set_vms.begin_run_command(
+            RESOURCE_GROUP, "workers", "2", {"commandId": "RunShellScript", "script": ["true"]}, **ONE_SHOT),
+            "runCommand", id="runCommand"),
+    ],
+)  # fmt: skip
+async def test_every_mutating_call_takes_faults_before_and_after(
+    rig: AzureRig, call: str, begin: Callable[[Any], Any], verb: str
+) -> None:
+    rig.faults.add_fault(azure_fault(call=call, mode="before", error=429, retryAfter=2))
+    with pytest.raises(HttpResponseError) as caught:
+        await begin(rig.client)
+    assert caught.value.status_code == 429
+    response: Any = caught.value.response
+    assert response is not None and response.headers["Retry-After"] == "2"
+    assert audited(rig, verb) == [429]
+    rig.faults.add_fault(azure_fault(call=call, mode="after", error=500))
+    with pytest.raises(HttpResponseError) as caught:
+        await begin(rig.client)
+    assert caught.value.status_code == 500
+    assert audited(rig, verb) == [429, 200 if call == "capacity" else 202]
+    effects = {
+        "reimage": lambda: rig.cluster.reboots == ["workers-2"],
+        "delete": lambda: rig.cluster.removed == ["workers-2"],
+        "capacity": lambda: "workers-5" in rig.cluster.added,
+        "runCommand": lambda: rig.cluster.repairs == ["workers-2"],
+    }
+    assert effects[call](), rig.cluster
+
+
+async def test_fault_before_applying_with_no_answer_has_no_effect(rig: AzureRig) -> None:
+    rig.faults.add_fault(azure_fault(call="restart", error="timeout", instance="workers_0"))
+    rig.faults.add_fault(azure_fault(call="restart", error="reset", instance="1"))
+    ops = rig.client.virtual_machine_scale_set_vms
+    with pytest.raises(ServiceResponseError):
+        await ops.begin_restart(RESOURCE_GROUP, "workers", "0", **ONE_SHOT)
+    with pytest.raises(ServiceRequestError):
+        await ops.begin_restart(RESOURCE_GROUP, "workers", "1", **ONE_SHOT)
+    assert rig.cluster.reboots == []
+    assert audited(rig, "restart") == [499, 444]
+
+
+def test_azure_fault_names_are_the_emulators() -> None:
+    with pytest.raises(ValueError, match="azure calls are"):
+        azure_fault(call="begin_restart", error=500)

@@ -120,7 +120,8 @@ def test_base_scenario_is_valid() -> None:
         ),
         pytest.param(
             with_change("events.0.repairable", True),
-            "events[0]: give exactly one action of condition, kubelet, repairable, api, cloud, watch "
+            "events[0]: give exactly one action of condition, kubelet, repairable, api, cloud, watch, "
+            "fault "
             "(got kubelet, repairable)",
             id="two-actions",
         ),
@@ -471,6 +472,6 @@ def test_the_documented_example_is_a_valid_scenario() -> None:
     example = doc.split("\n\n", 1)[1].split("\n\nTimes are emulated", 1)[0]
     scenario = parse_scenario(yaml.safe_load(textwrap.dedent(example)))
     assert [e.action for e in scenario.events] == [
-        "condition", "kubelet", "repairable", "api", "api", "api", "cloud", "watch",
+        "condition", "kubelet", "repairable", "api", "api", "api", "cloud", "watch", "fault",
     ]  # fmt: skip
     assert scenario.pods[0].node == "workers-2"

@@ -718,10 +718,14 @@ class KubeApiServer:
 
     async def _admin(self, request: web.Request, path: str) -> web.Response:
         if path == "/_sim/faults":
+            armed: list[int] = []
             if request.method == "POST":
                 body = orjson.loads(await request.read() or b"{}")
-                apply_fault_request(self.faults, body)
-            return _json(describe_faults(self.faults))
+                try:
+                    armed = apply_fault_request(self.faults, body)
+                except ValueError as exc:
+                    raise bad_request(str(exc)) from None
+            return _json(describe_faults(self.faults) | {"armed": armed})
         parts = path.split("/")[2:]
         if request.method == "POST" and len(parts) >= 1 and parts[0] in self.admin_actions:
             body = orjson.loads(await request.read() or b"{}")
