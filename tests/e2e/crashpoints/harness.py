@@ -394,16 +394,28 @@ def _cordoned(state: State) -> list[str]:
 
 
 async def _judge(flow: Flow, emulator: Emulator, before: State, after: State) -> list[str]:
+    events = await emulator.events(flow.node)
+    return judge(flow, emulator.audit(), events, await emulator.records(), before, after)
+
+
+def judge(
+    flow: Flow,
+    audit: list[dict[str, Any]],
+    events: list[dict[str, Any]],
+    records: list[str],
+    before: State,
+    after: State,
+) -> list[str]:
+    """What is wrong with the end of a case, from what the emulator shows (empty: nothing)."""
     problems: list[str] = []
-    audit = emulator.audit()
     calls = Counter(
         str(a["verb"]) for a in audit if a.get("api") == flow.cloud and a.get("verb") in flow.destructive
     )
     if calls != Counter(flow.calls):
         problems.append(f"destructive calls {dict(calls)}, want {flow.calls}")
-    events = await emulator.events(flow.node)
     told = Counter[str]()
     for event in events:
+        # An aggregated Event (the same reason and message again) is one object with count > 1.
         told[str(event.get("reason"))] += int(event.get("count") or 1)
     if told["RemediationSucceeded"] != 1:
         problems.append(f"RemediationSucceeded told {told['RemediationSucceeded']} times, want 1")
@@ -414,7 +426,6 @@ async def _judge(flow: Flow, emulator: Emulator, before: State, after: State) ->
     cordoned = _cordoned(after)
     if cordoned:
         problems.append(f"left cordoned: {cordoned}")
-    records = await emulator.records()
     if records:
         problems.append(f"records left: {records}")
     return problems
