@@ -225,7 +225,7 @@ async def _wait(
     *,
     timeout_s: float,
     what: Callable[[], str],
-    interval_s: float = 0.25,
+    interval_s: float = 0.4,
 ) -> None:
     deadline = time.monotonic() + timeout_s
     while not await probe():
