@@ -19,7 +19,7 @@ SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 LEADER_ELECTION = {"leaseDuration": "4s", "renewDeadline": "3s", "retryPeriod": "1s"}
 # Long enough for a restart (process start, Lease wait, resync) inside the step on a loaded
 # 2-core machine; a step that cannot prove its outcome escalates at this deadline.
-STEP_TIMEOUT_S = 45
+STEP_TIMEOUT_S = 60
 
 # Destructive calls as the emulator's audit log names them (the verb of a mutating request).
 AWS_DESTRUCTIVE = frozenset(

@@ -489,7 +489,7 @@ def crash_points(trace: list[str], trigger_index: int) -> list[str]:
 RESULTS: list[CaseResult] = []
 
 
-def render_table(results: list[CaseResult], width: int = 100) -> str:
+def render_table(results: list[CaseResult], width: int = 150) -> str:
     """flow x failpoint -> ok / what broke, one column per mode."""
     if not results:
         return ""

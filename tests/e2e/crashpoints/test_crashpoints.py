@@ -7,7 +7,7 @@ restarts the daemon after it died (``restart``) or lets an already running stand
 concurrently, each with its own emulator and daemons, bounded by ``CRASHPOINTS_CONCURRENCY``.
 
 Environment:
-- ``CRASHPOINTS_CONCURRENCY`` (default 3): cases at once.
+- ``CRASHPOINTS_CONCURRENCY`` (default 4): cases at once.
 - ``CRASHPOINTS_MODES`` (default ``restart,standby``).
 - ``CRASHPOINTS_ONLY``: comma-separated ``flow[:failpoint[:mode]]`` patterns (fnmatch), e.g.
   ``aws-reboot:cloud.aws.reboot*:restart``; only the matching cases run.
@@ -36,7 +36,7 @@ from tests.e2e.crashpoints.harness import (
 
 pytestmark = pytest.mark.slow
 
-CONCURRENCY = int(os.environ.get("CRASHPOINTS_CONCURRENCY", "3"))
+CONCURRENCY = int(os.environ.get("CRASHPOINTS_CONCURRENCY", "4"))
 MODES = tuple(m.strip() for m in os.environ.get("CRASHPOINTS_MODES", f"{RESTART},{STANDBY}").split(",") if m)
 ONLY = tuple(p.strip() for p in os.environ.get("CRASHPOINTS_ONLY", "").split(",") if p.strip())
 
