@@ -23,6 +23,7 @@ Every wait is bounded and says what it waited for; every process is killed in ``
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import json
 import os
@@ -60,6 +61,30 @@ STATUS_TIMEOUT_S = 60.0
 
 RESTART = "restart"
 STANDBY = "standby"
+
+# Every process a case started and has not reaped: killed when the session ends however it ends
+# (an interrupted run must not leave emulators and daemons behind).
+_LIVE: set[asyncio.subprocess.Process] = set()
+
+
+def _started(proc: asyncio.subprocess.Process) -> asyncio.subprocess.Process:
+    _LIVE.add(proc)
+    return proc
+
+
+def kill_leftovers() -> int:
+    """Kill (SIGKILL) every process still registered; how many there were."""
+    killed = 0
+    for proc in list(_LIVE):
+        _LIVE.discard(proc)
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+                killed += 1
+    return killed
+
+
+atexit.register(kill_leftovers)
 
 
 @dataclass
@@ -119,12 +144,12 @@ class Emulator:
         with log.open("wb") as sink:
             # A file, not a pipe: nobody reads the emulator's output while the case runs, and a
             # full pipe would block it.
-            proc = await asyncio.create_subprocess_exec(
+            proc = _started(await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "noderescue", "sim", "serve", "--scenario", str(scenario),
                 "--out", str(out), "--time-scale", str(TIME_SCALE),
                 stdin=asyncio.subprocess.DEVNULL, stdout=sink, stderr=asyncio.subprocess.STDOUT,
                 env=_clean_env({"PYTHONUNBUFFERED": "1"}),
-            )  # fmt: skip
+            ))  # fmt: skip
         try:
             deadline = time.monotonic() + SIM_START_S
             while not any(line.startswith("running") for line in log.read_text().splitlines()):
@@ -212,6 +237,7 @@ def _clean_env(extra: dict[str, str]) -> dict[str, str]:
 
 
 async def _kill(proc: asyncio.subprocess.Process) -> None:
+    _LIVE.discard(proc)
     if proc.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
@@ -257,6 +283,7 @@ class Daemons:
             env[failpoints.ENV_ARM] = arm
         # DaemonProcess merges os.environ: the test process arms nothing (``_clean_env``).
         proc = await DaemonProcess.start(self.config, env, name=name)
+        _started(proc.proc)
         self.all.append(proc)
         return proc
 
@@ -267,9 +294,7 @@ class Daemons:
         for proc in self.all:
             with contextlib.suppress(Exception):
                 await proc.stop(timeout_s=5.0)
-            if proc.proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.proc.kill()
+            await _kill(proc.proc)
             (self.workdir / f"daemon-{proc.name}.log").write_bytes(b"".join(proc.raw))
 
 
@@ -433,14 +458,15 @@ def judge(
 
 async def _status_records(config: Path, env: dict[str, str]) -> list[str]:
     """``noderescue status -o json``: no remediation record left in flight."""
-    proc = await asyncio.create_subprocess_exec(
+    proc = _started(await asyncio.create_subprocess_exec(
         sys.executable, "-m", "noderescue", "status", "--config", str(config), "-o", "json",
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env=_clean_env(env),
-    )  # fmt: skip
+    ))  # fmt: skip
     try:
         async with asyncio.timeout(STATUS_TIMEOUT_S):
             out, err = await proc.communicate()
+        _LIVE.discard(proc)
     except TimeoutError:
         await _kill(proc)
         return [f"noderescue status did not answer in {STATUS_TIMEOUT_S:.0f}s"]
