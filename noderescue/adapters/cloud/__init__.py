@@ -1,4 +1,4 @@
-"""Everything noderescue does to clouds (issue 5, DESIGN §1, §4).
+"""Everything noderescue does to clouds.
 
 Entry point: ``build_provider`` (in ``factory``) gives a cluster's ``ClusterCloud``: a
 ``GuardedProvider`` whose repair/reboot/replace take the recorded ``Target`` and re-check the
@@ -13,10 +13,12 @@ from noderescue.adapters.cloud.base import (
     CloudProvider,
     CloudUnavailable,
     DeadlineExceeded,
+    Fenced,
     IdentityMismatch,
     Instance,
     InstanceNotFound,
     InstanceState,
+    LeaseFence,
     NotAllowed,
     Operation,
     OperationKind,
@@ -28,7 +30,7 @@ from noderescue.adapters.cloud.base import (
 )
 from noderescue.adapters.cloud.dryrun import DryRunProvider, Intent
 from noderescue.adapters.cloud.guard import GuardedProvider, NodeIdentity, NodeReader, Target
-from noderescue.adapters.cloud.retry import RetryPolicy
+from noderescue.adapters.cloud.retry import FailureKind, RetryPolicy
 
 __all__ = [
     "AmbiguousOutcome",
@@ -37,12 +39,15 @@ __all__ = [
     "CloudUnavailable",
     "DeadlineExceeded",
     "DryRunProvider",
+    "FailureKind",
+    "Fenced",
     "GuardedProvider",
     "IdentityMismatch",
     "Instance",
     "InstanceNotFound",
     "InstanceState",
     "Intent",
+    "LeaseFence",
     "NodeIdentity",
     "NodeReader",
     "NotAllowed",

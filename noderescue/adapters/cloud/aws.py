@@ -1,9 +1,16 @@
 """AWS: Auto Scaling (resolve, replace), EC2 (state, reboot), SSM (repair).
 
 boto3 is synchronous: every call runs in a bounded thread pool (``run_in_executor``) so the event
-loop never blocks, and under ``call_with_retries`` (our only retry layer; botocore's is off).
-botocore's connect/read timeouts are kept below the deadline because a thread cannot be
-cancelled: the deadline frees the caller, the socket timeout frees the thread.
+loop never blocks, and under ``call_with_retries`` (our only retry layer; botocore's is off:
+``total_max_attempts=1``, and botocore hands urllib3 ``Retry(False)``). botocore's connect/read
+timeouts are kept at ``attempt_timeout_s`` (and below the deadline) because a thread cannot be
+cancelled: the deadline frees the caller, the socket timeout frees the thread. The same bound
+fences mutating calls: an attempt is only started with at least that much of the leader lease
+left, so a request cannot reach AWS after the lease is gone.
+
+Mutating calls (TerminateInstanceInAutoScalingGroup, RebootInstances, SendCommand) are sent at
+most once per call of ours: retried on refusals only (``classify_aws_error``), never after an
+answer that leaves open whether they were applied.
 """
 
 from __future__ import annotations
@@ -21,8 +28,11 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
     HTTPClientError,
     NoCredentialsError,
+    ProxyConnectionError,
 )
 from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
@@ -35,6 +45,7 @@ from noderescue.adapters.cloud.base import (
     Instance,
     InstanceNotFound,
     InstanceState,
+    LeaseFence,
     NotAllowed,
     Operation,
     OperationKind,
@@ -44,7 +55,7 @@ from noderescue.adapters.cloud.base import (
     Throttled,
 )
 from noderescue.adapters.cloud.provider_ids import parse_aws_provider_id
-from noderescue.adapters.cloud.retry import Failure, RetryPolicy, call_with_retries
+from noderescue.adapters.cloud.retry import Failure, FailureKind, Mutation, RetryPolicy, call_with_retries
 from noderescue.metrics import METRICS, Metrics
 
 if TYPE_CHECKING:
@@ -59,7 +70,12 @@ log = structlog.get_logger(__name__)
 PROVIDER = "aws"
 
 THROTTLING_CODES = frozenset({"Throttling", "ThrottlingException", "RequestLimitExceeded", "RateExceeded"})
+# The request was turned away because of another operation in flight: nothing ran, later may pass.
+REFUSED_CODES = frozenset({"ResourceContention", "ScalingActivityInProgress"})
 NOT_FOUND_CODES = frozenset({"InvalidInstanceID.NotFound"})
+NEVER_CONNECTED = (EndpointConnectionError, ConnectTimeoutError, ProxyConnectionError)
+DEFAULT_ATTEMPT_TIMEOUT_S = 5.0
+_BY_STATE = "terminate-"  # a replace whose activity id is unknown: followed by the instance's state
 
 _EC2_STATES = {
     "pending": InstanceState.PENDING,
@@ -90,26 +106,35 @@ _ACTIVITY_STATES = {
 
 
 def classify_aws_error(exc: Exception) -> Failure:
-    """Map a botocore exception to our error and decide whether it is worth another attempt."""
+    """The one classification of a botocore exception (kinds: ``base`` module docstring)."""
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
         message = f"{code}: {error.get('Message', '')}"
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+        # By code first: EC2 throttles with HTTP 503, Auto Scaling's contention is an HTTP 500.
         if code in THROTTLING_CODES or status == 429:
-            return Failure(Throttled(message), retryable=True, result="throttled")
+            return Failure(Throttled(message), FailureKind.REFUSED, "throttled")
+        if code in REFUSED_CODES:
+            return Failure(Throttled(message), FailureKind.REFUSED, "busy")
         if status >= 500:
-            return Failure(CloudUnavailable(message), retryable=True, result="server_error")
+            return Failure(CloudUnavailable(message), FailureKind.AMBIGUOUS, "server_error")
         if code in NOT_FOUND_CODES:
-            return Failure(InstanceNotFound(message), retryable=False, result="not_found")
-        return Failure(RequestRejected(message, code), retryable=False, result="client_error")
+            return Failure(InstanceNotFound(message), FailureKind.FAILED, "not_found")
+        return Failure(RequestRejected(message, code), FailureKind.FAILED, "client_error")
+    if isinstance(exc, NEVER_CONNECTED):
+        # No connection, so no request: nothing can have been applied.
+        return Failure(CloudUnavailable(f"connection: {exc}"), FailureKind.REFUSED, "connect_error")
     if isinstance(exc, BotoConnectionError | HTTPClientError):
-        return Failure(CloudUnavailable(f"connection: {exc}"), retryable=True, result="connection_error")
+        # Read timeout, connection closed or reset once the request may have gone out (and a TLS
+        # error, which cannot tell a handshake from a later read).
+        return Failure(CloudUnavailable(f"connection: {exc}"), FailureKind.AMBIGUOUS, "connection_error")
     if isinstance(exc, NoCredentialsError):
-        return Failure(CloudUnavailable(f"no AWS credentials: {exc}"), retryable=False, result="client_error")
+        return Failure(CloudUnavailable(f"no AWS credentials: {exc}"), FailureKind.FAILED, "client_error")
     if isinstance(exc, BotoCoreError):
-        return Failure(RequestRejected(f"request: {exc}"), retryable=False, result="client_error")
-    return Failure(CloudError(f"unexpected {type(exc).__name__}: {exc}"), retryable=False, result="error")
+        return Failure(RequestRejected(f"request: {exc}"), FailureKind.FAILED, "client_error")
+    # Unknown: it may have happened after the request went out. Assume it did.
+    return Failure(CloudError(f"unexpected {type(exc).__name__}: {exc}"), FailureKind.AMBIGUOUS, "error")
 
 
 class AwsProvider:
@@ -128,15 +153,21 @@ class AwsProvider:
         metrics: Metrics = METRICS,
         session: boto3.session.Session | None = None,
         clock: Callable[[], float] = time.time,
+        fence: LeaseFence | None = None,
+        attempt_timeout_s: float = DEFAULT_ATTEMPT_TIMEOUT_S,
     ) -> None:
         """Builds the boto3 clients, which loads service models (~0.1 s each): construct it off
         the event loop (``build_provider`` does, with ``asyncio.to_thread``).
 
         ``endpoint_url=None`` lets botocore apply ``AWS_ENDPOINT_URL`` (and the per-service
-        variants) itself.
+        variants) itself. ``fence`` is asked right before each attempt of a mutating call;
+        ``attempt_timeout_s`` bounds each attempt's connect and read timeouts, and is the least
+        lease an attempt needs.
         """
         self._allowed_groups = frozenset(allowed_groups)
         self._retry = retry or RetryPolicy()
+        self._fence = fence
+        self._attempt_s = min(attempt_timeout_s, self._retry.deadline_s)
         self._metrics = metrics
         self._clock = clock
         self._closed = False
@@ -146,8 +177,8 @@ class AwsProvider:
             user_agent_extra=USER_AGENT,
             # One attempt per botocore call: call_with_retries is the retry layer (see retry.py).
             retries={"mode": "standard", "total_max_attempts": 1},
-            connect_timeout=min(5.0, self._retry.deadline_s),
-            read_timeout=min(20.0, self._retry.deadline_s),
+            connect_timeout=self._attempt_s,
+            read_timeout=self._attempt_s,
             max_pool_connections=max_workers,
         )
         session = session or boto3.session.Session()
@@ -215,6 +246,12 @@ class AwsProvider:
             return OperationStatus(OperationState.SUCCEEDED, detail="reboot requested")
         return await self._replace_status(op)
 
+    async def follow_up(self, op: Operation, call: str) -> Operation | None:
+        """Nothing follows an AWS operation: a terminate keeps the group's desired capacity."""
+        if op.provider != PROVIDER:
+            raise ValueError(f"operation {op.id} belongs to provider {op.provider!r}, not aws")
+        raise ValueError(f"aws operations have no follow-up call {call!r}")
+
     async def _command_status(self, op: Operation) -> OperationStatus:
         try:
             resp = await self._call(
@@ -239,10 +276,13 @@ class AwsProvider:
         )
 
     async def _replace_status(self, op: Operation) -> OperationStatus:
-        resp = await self._call(
-            "DescribeScalingActivities", self._asg.describe_scaling_activities, ActivityIds=[op.id]
-        )
-        for activity in resp["Activities"]:
+        activities = []
+        if not op.id.startswith(_BY_STATE):
+            resp = await self._call(
+                "DescribeScalingActivities", self._asg.describe_scaling_activities, ActivityIds=[op.id]
+            )
+            activities = resp["Activities"]
+        for activity in activities:
             if activity["ActivityId"] == op.id:
                 code = activity["StatusCode"]
                 if code in _ACTIVITY_STATES:
@@ -262,6 +302,9 @@ class AwsProvider:
         resp = await self._call(
             "SendCommand",
             self._ssm.send_command,
+            # Lost with an ambiguous answer: the command id. Nothing to follow; the node's health
+            # tells whether the repair happened.
+            mutation=self._mutation("cloud.aws.send_command"),
             InstanceIds=[instance.id],
             DocumentName="AWS-RunShellScript",
             Parameters={"commands": [command]},
@@ -273,31 +316,32 @@ class AwsProvider:
 
     async def reboot(self, instance: Instance) -> Operation:
         self._check_allowed(instance)
-        await self._call("RebootInstances", self._ec2.reboot_instances, InstanceIds=[instance.id])
-        log.info("aws_reboot_sent", instance=instance.id, group=instance.group)
-        return self._operation(
+        op = self._operation(
             f"reboot-{instance.id}-{int(self._clock() * 1000)}", OperationKind.REBOOT, instance
         )
+        # EC2 has no reboot operation: the same one serves when the answer was lost (the
+        # runtime verifies a reboot by the Node's bootID either way).
+        await self._call(
+            "RebootInstances",
+            self._ec2.reboot_instances,
+            mutation=self._mutation("cloud.aws.reboot", op),
+            InstanceIds=[instance.id],
+        )
+        log.info("aws_reboot_sent", instance=instance.id, group=instance.group)
+        return op
 
     async def replace(self, instance: Instance) -> Operation:
         self._check_allowed(instance)
-        try:
-            resp = await self._call(
-                "TerminateInstanceInAutoScalingGroup",
-                self._asg.terminate_instance_in_auto_scaling_group,
-                InstanceId=instance.id,
-                # Keep the desired capacity: the group launches the replacement.
-                ShouldDecrementDesiredCapacity=False,
-            )
-        except CloudError as e:
-            # A retry after a lost response is refused (the instance already left the group).
-            # If the instance is going away, the terminate we asked for happened: say so,
-            # rather than make the runtime try again or give up on a node being replaced.
-            state = await self._ec2_state(instance.id)
-            if state not in (InstanceState.TERMINATING, InstanceState.TERMINATED):
-                raise
-            log.warning("aws_replace_response_lost", instance=instance.id, state=str(state), error=str(e))
-            return self._operation(f"terminate-{instance.id}", OperationKind.REPLACE, instance)
+        # Followed by the instance's state when the activity id is lost with the answer.
+        by_state = self._operation(f"{_BY_STATE}{instance.id}", OperationKind.REPLACE, instance)
+        resp = await self._call(
+            "TerminateInstanceInAutoScalingGroup",
+            self._asg.terminate_instance_in_auto_scaling_group,
+            mutation=self._mutation("cloud.aws.terminate", by_state),
+            InstanceId=instance.id,
+            # Keep the desired capacity: the group launches the replacement.
+            ShouldDecrementDesiredCapacity=False,
+        )
         activity_id = resp["Activity"]["ActivityId"]
         log.info("aws_replace_sent", instance=instance.id, group=instance.group, activity_id=activity_id)
         return self._operation(activity_id, OperationKind.REPLACE, instance)
@@ -328,10 +372,21 @@ class AwsProvider:
             id=op_id, kind=kind, instance_id=instance.id, started=self._clock(), provider=PROVIDER
         )
 
-    async def _call(self, operation: str, method: Callable[..., T], **kwargs: Any) -> T:
+    def _mutation(self, failpoint: str, by_state: Operation | None = None) -> Mutation:
+        return Mutation(
+            failpoint=failpoint,
+            fence=self._fence,
+            # The socket timeouts are fixed per client: an attempt needs that much lease left.
+            min_attempt_s=self._attempt_s,
+            ambiguous_operation=by_state,
+        )
+
+    async def _call(
+        self, operation: str, method: Callable[..., T], *, mutation: Mutation | None = None, **kwargs: Any
+    ) -> T:
         loop = asyncio.get_running_loop()
         return await call_with_retries(
-            lambda: loop.run_in_executor(
+            lambda _budget_s: loop.run_in_executor(
                 self._executor, functools.partial(_no_stop_iteration, method, kwargs)
             ),
             provider=PROVIDER,
@@ -339,6 +394,7 @@ class AwsProvider:
             classify=classify_aws_error,
             policy=self._retry,
             metrics=self._metrics,
+            mutation=mutation,
         )
 
 

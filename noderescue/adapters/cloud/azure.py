@@ -5,9 +5,21 @@ Long-running operations are started with ``polling=False``: we keep the operatio
 once per ``operation_status`` call. The SDK's poller would block until done and die with the
 process; a stored URL is resumable by a restarted daemon and never blocks the runtime.
 
-azure-core's retry policy is off (``retry_total=0``): ``call_with_retries`` is the one retry
-layer, and it also retries what the SDK would not (a 429 on the initial POST of an LRO),
-honouring ``Retry-After``.
+azure-core's retry policy is off (``retry_total=0`` on the client, so for the initial requests of
+LROs, the reads and the operation polls through ``send_request`` alike; no SDK poller runs):
+``call_with_retries`` is the one retry layer, and it also retries what the SDK would not (a 429
+on the initial POST of an LRO), honouring ``Retry-After``.
+
+Mutating calls (restart, reimage, deleteInstances, the capacity update, runCommand) are sent at
+most once per call of ours: retried on refusals only (``classify_azure_error``). Each attempt's
+per-request ``connection_timeout``/``read_timeout`` is bounded by ``attempt_timeout_s``, the time
+left to the deadline and, for mutating calls, the time left on the leader lease.
+
+Replace by delete is two destructive calls: the delete, then -- once it is done and
+``operation_status`` says ``follow_up="capacity"`` -- ``follow_up(op, "capacity")`` sets the scale
+set's capacity back, each preceded by its own durable intent in the runtime. The capacity to
+restore is the one read before the delete (kept in the operation's token), and never more than
+one above the current capacity.
 """
 
 from __future__ import annotations
@@ -22,12 +34,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import orjson
 import structlog
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
     ServiceRequestError,
+    ServiceRequestTimeoutError,
     ServiceResponseError,
 )
 from azure.core.rest import HttpRequest
@@ -41,6 +55,7 @@ from noderescue.adapters.cloud.base import (
     Instance,
     InstanceNotFound,
     InstanceState,
+    LeaseFence,
     NotAllowed,
     Operation,
     OperationKind,
@@ -50,7 +65,7 @@ from noderescue.adapters.cloud.base import (
     Throttled,
 )
 from noderescue.adapters.cloud.provider_ids import AzureVmssVmRef, parse_azure_provider_id
-from noderescue.adapters.cloud.retry import Failure, RetryPolicy, call_with_retries
+from noderescue.adapters.cloud.retry import Failure, FailureKind, Mutation, RetryPolicy, call_with_retries
 from noderescue.metrics import METRICS, Metrics
 
 if TYPE_CHECKING:
@@ -63,6 +78,10 @@ log = structlog.get_logger(__name__)
 
 PROVIDER = "azure"
 PUBLIC_ARM_ENDPOINT = "https://management.azure.com"
+DEFAULT_ATTEMPT_TIMEOUT_S = 20.0  # ARM's initial POSTs are quick, but not always
+# Less lease than this left: a mutating attempt is not started (it could only time out).
+MIN_LEASE_S = 1.0
+CAPACITY = "capacity"  # the follow-up call of a replace by delete
 ReplaceMode = Literal["reimage", "delete"]
 
 
@@ -192,26 +211,42 @@ def _retry_after_s(error: HttpResponseError) -> float | None:
 
 
 def classify_azure_error(exc: Exception) -> Failure:
-    """Map an azure-core exception to our error and decide whether it is worth another attempt."""
+    """The one classification of an azure-core exception (kinds: ``base`` module docstring)."""
     if isinstance(exc, HttpResponseError) and exc.status_code is not None:
         status = exc.status_code
         code = exc.error.code if exc.error is not None and exc.error.code else (exc.reason or "")
         message = f"{status} {code}: {exc.message}"
         if status == 429:
-            return Failure(Throttled(message, _retry_after_s(exc)), retryable=True, result="throttled")
+            return Failure(Throttled(message, _retry_after_s(exc)), FailureKind.REFUSED, "throttled")
         if status >= 500:
-            return Failure(CloudUnavailable(message), retryable=True, result="server_error")
+            return Failure(CloudUnavailable(message), FailureKind.AMBIGUOUS, "server_error")
         if status == 404:
-            return Failure(InstanceNotFound(message), retryable=False, result="not_found")
-        return Failure(RequestRejected(message, str(code)), retryable=False, result="client_error")
+            return Failure(InstanceNotFound(message), FailureKind.FAILED, "not_found")
+        return Failure(RequestRejected(message, str(code)), FailureKind.FAILED, "client_error")
     if isinstance(exc, ClientAuthenticationError):
         # No response: the credential itself failed (no managed identity, CLI not logged in...).
         return Failure(
-            CloudUnavailable(f"no usable Azure credential: {exc}"), retryable=False, result="auth_error"
+            CloudUnavailable(f"no usable Azure credential: {exc}"), FailureKind.FAILED, "auth_error"
         )
+    if isinstance(exc, ServiceRequestError) and _never_sent(exc):
+        return Failure(CloudUnavailable(f"connection: {exc}"), FailureKind.REFUSED, "connect_error")
     if isinstance(exc, ServiceRequestError | ServiceResponseError):
-        return Failure(CloudUnavailable(f"connection: {exc}"), retryable=True, result="connection_error")
-    return Failure(CloudError(f"unexpected {type(exc).__name__}: {exc}"), retryable=False, result="error")
+        return Failure(CloudUnavailable(f"connection: {exc}"), FailureKind.AMBIGUOUS, "connection_error")
+    # Unknown: it may have happened after the request went out. Assume it did.
+    return Failure(CloudError(f"unexpected {type(exc).__name__}: {exc}"), FailureKind.AMBIGUOUS, "error")
+
+
+def _never_sent(exc: ServiceRequestError) -> bool:
+    """azure-core says ``ServiceRequestError`` means "no request was sent", but its aiohttp
+    transport also maps a connection dropped after sending (``ServerDisconnectedError``, a reset
+    while reading) to it: only a connection never established proves nothing went out."""
+    if isinstance(exc, ServiceRequestTimeoutError):
+        return True  # aiohttp's connect timeout
+    inner = exc.inner_exception
+    if isinstance(inner, aiohttp.ClientConnectorError):
+        return True  # refused, DNS, TLS handshake
+    # Raised by a pipeline policy before the transport (bearer token over http, ...).
+    return not isinstance(inner, aiohttp.ClientError | OSError)
 
 
 class AzureProvider:
@@ -235,15 +270,21 @@ class AzureProvider:
         retry: RetryPolicy | None = None,
         metrics: Metrics = METRICS,
         clock: Callable[[], float] = time.time,
+        fence: LeaseFence | None = None,
+        attempt_timeout_s: float = DEFAULT_ATTEMPT_TIMEOUT_S,
     ) -> None:
+        """``fence`` is asked right before each attempt of a mutating call; ``attempt_timeout_s``
+        bounds every request's connect and read timeouts."""
         self._subscription_id = subscription_id
+        self._fence = fence
+        self._attempt_s = attempt_timeout_s
         self._resource_group = resource_group
         # ARM names are case-insensitive; keep the configured spelling for ids and logs.
         self._scale_sets = {name.lower(): name for name in allowed_scale_sets}
         self._replace_mode: ReplaceMode = replace_mode
-        # DryRunProvider intercepts repair/reboot/replace, but following an operation started
-        # before dry-run was switched on passes through to operation_status, which finishes a
-        # replace-by-delete with a capacity update: in dry-run that update is only reported.
+        # DryRunProvider intercepts the mutations, but following an operation started before
+        # dry-run was switched on passes through to operation_status: in dry-run it never asks
+        # for the capacity follow-up of a replace-by-delete, and follow_up makes no call.
         self._dry_run = dry_run
         self._concurrency = asyncio.Semaphore(max_concurrency)
         self._retry = retry or RetryPolicy()
@@ -279,8 +320,8 @@ class AzureProvider:
         ref = self._allowed_ref(provider_id)
         vm = await self._call(
             "vmss_vm.get",
-            lambda: self._client.virtual_machine_scale_set_vms.get(
-                ref.resource_group, ref.scale_set, ref.instance_id, expand="instanceView", cls=_raw_json
+            lambda **kw: self._client.virtual_machine_scale_set_vms.get(
+                ref.resource_group, ref.scale_set, ref.instance_id, expand="instanceView", cls=_raw_json, **kw
             ),
         )
         vm_json = cast(VmJson, vm)
@@ -333,7 +374,8 @@ class AzureProvider:
                 )
         output = ""
         if token.location and (op.kind is OperationKind.REPAIR or not token.async_url):
-            # The run-command output lives only at the Location URL (FACTS.md).
+            # The run-command output lives only at the Location URL (the Azure-AsyncOperation
+            # status carries none).
             result = await self._get_json("operation.result", token.location)
             if result.body is None:
                 return OperationStatus(
@@ -341,12 +383,36 @@ class AzureProvider:
                 )
             output = _run_command_output(cast(RunCommandResultJson, result.body))
         if token.restore_capacity is not None:
-            # No URL: the delete's response was lost, and the VM's absence says it is done.
+            # No URL: the delete's answer was lost, and the VM's absence says it is done.
             lost = not token.async_url and not token.location
-            if lost and not await self._vm_gone(self._allowed_ref_for_op(op)):
+            ref = self._allowed_ref_for_op(op)
+            if lost and not await self._vm_gone(ref):
                 return OperationStatus(OperationState.PENDING, detail="deleting")
-            return await self._restore_capacity(op, token.restore_capacity)
+            return await self._deleted(ref, token.restore_capacity)
         return OperationStatus(OperationState.SUCCEEDED, detail="Succeeded", output=output)
+
+    async def _deleted(self, ref: AzureVmssVmRef, capacity: int) -> OperationStatus:
+        """A replace by delete is done: is the capacity still to be restored?"""
+        current = await self._capacity(ref.resource_group, ref.scale_set)
+        if current >= capacity:
+            return OperationStatus(OperationState.SUCCEEDED, detail=f"deleted; capacity {current}")
+        if self._dry_run:
+            log.warning(
+                "azure_capacity_restore_skipped",
+                group=ref.scale_set,
+                capacity=capacity,
+                was=current,
+                dry_run=True,
+            )
+            return OperationStatus(
+                OperationState.SUCCEEDED,
+                detail=f"deleted; dry run: capacity not restored ({current}, was {capacity})",
+            )
+        return OperationStatus(
+            OperationState.SUCCEEDED,
+            detail=f"deleted; capacity {current}, was {capacity}",
+            follow_up=CAPACITY,
+        )
 
     # ---------------------------------------------------------------------------------------
     # mutations (reach them through GuardedProvider)
@@ -362,6 +428,8 @@ class AzureProvider:
                 {"commandId": "RunShellScript", "script": [command]},
                 **kw,
             ),
+            # Lost with an ambiguous answer: the output. The node's health tells what happened.
+            self._mutation("cloud.azure.run_command"),
         )
         log.info("azure_repair_sent", instance=instance.id, group=instance.group)
         return self._operation(OperationKind.REPAIR, instance, token)
@@ -373,6 +441,8 @@ class AzureProvider:
             lambda **kw: self._client.virtual_machine_scale_set_vms.begin_restart(
                 ref.resource_group, ref.scale_set, ref.instance_id, **kw
             ),
+            # Lost answer: the runtime verifies a restart by the Node's bootID.
+            self._mutation("cloud.azure.restart", self._operation(OperationKind.REBOOT, instance)),
         )
         log.info("azure_reboot_sent", instance=instance.id, group=instance.group)
         return self._operation(OperationKind.REBOOT, instance, token)
@@ -385,33 +455,73 @@ class AzureProvider:
                 lambda **kw: self._client.virtual_machine_scale_set_vms.begin_reimage(
                     ref.resource_group, ref.scale_set, ref.instance_id, **kw
                 ),
+                # Lost answer: the runtime verifies a reimage by the Node's bootID and health.
+                self._mutation("cloud.azure.reimage", self._operation(OperationKind.REPLACE, instance)),
             )
         else:
+            # Deleting an instance lowers the capacity; once the delete is done the runtime sets
+            # it back with follow_up (a concurrent scale-set update would conflict with the
+            # delete). The capacity read now is the most it will ever be set to.
             capacity = await self._capacity(ref.resource_group, ref.scale_set)
-            try:
-                started = await self._start(
-                    "vmss.delete_instances",
-                    lambda **kw: self._client.virtual_machine_scale_sets.begin_delete_instances(
-                        # Positional: the keyword is spelled vm_instance_i_ds (FACTS.md).
-                        ref.resource_group,
-                        ref.scale_set,
-                        {"instanceIds": [ref.instance_id]},
-                        **kw,
-                    ),
-                )
-            except CloudError as e:
-                # A retry after a lost response is refused: the instance is gone already. The
-                # delete we asked for happened; say so and still restore the capacity (no URL
-                # to poll: operation_status waits for the VM to be gone instead).
-                if not await self._vm_gone(ref):
-                    raise
-                log.warning("azure_replace_response_lost", instance=instance.id, error=str(e))
-                started = _OperationToken()
-            # Deleting an instance lowers the capacity; operation_status sets it back once the
-            # delete is done (a concurrent scale-set update would conflict with the delete).
+            by_state = _OperationToken(restore_capacity=capacity)
+            started = await self._start(
+                "vmss.delete_instances",
+                lambda **kw: self._client.virtual_machine_scale_sets.begin_delete_instances(
+                    # Positional: the keyword is spelled vm_instance_i_ds.
+                    ref.resource_group,
+                    ref.scale_set,
+                    {"instanceIds": [ref.instance_id]},
+                    **kw,
+                ),
+                # Lost answer: no URL to poll; done once the VM is gone.
+                self._mutation(
+                    "cloud.azure.delete", self._operation(OperationKind.REPLACE, instance, by_state)
+                ),
+            )
             token = _OperationToken(started.async_url, started.location, restore_capacity=capacity)
         log.info("azure_replace_sent", instance=instance.id, group=instance.group, mode=self._replace_mode)
         return self._operation(OperationKind.REPLACE, instance, token)
+
+    async def follow_up(self, op: Operation, call: str) -> Operation | None:
+        """``"capacity"``: set the scale set's capacity back after a replace by delete, to the
+        capacity read before the delete but never more than one above the current one (a
+        concurrent scale-in stays; a second delete restores its own one). ``None`` when the
+        capacity is already there (or in dry-run)."""
+        if op.provider != PROVIDER:
+            raise ValueError(f"operation {op.id} belongs to provider {op.provider!r}, not azure")
+        if call != CAPACITY:
+            raise ValueError(f"azure operations have no follow-up call {call!r}")
+        before = _OperationToken.load(op.token).restore_capacity
+        if before is None:
+            return None
+        ref = self._allowed_ref_for_op(op)
+        current = await self._capacity(ref.resource_group, ref.scale_set)
+        target = min(before, current + 1)
+        if current >= target:
+            log.info("azure_capacity_already_restored", group=ref.scale_set, capacity=current, was=before)
+            return None
+        if self._dry_run:
+            log.warning("azure_capacity_restore_skipped", group=ref.scale_set, capacity=target, dry_run=True)
+            return None
+        token = await self._start(
+            "vmss.update",
+            lambda **kw: self._client.virtual_machine_scale_sets.begin_update(
+                ref.resource_group,
+                ref.scale_set,
+                VirtualMachineScaleSetUpdate(sku=Sku(capacity=target)),
+                **kw,
+            ),
+            self._mutation("cloud.azure.capacity"),
+        )
+        log.info("azure_capacity_restored", group=ref.scale_set, capacity=target, was=current)
+        return Operation(
+            id=self._operation_id(token),
+            kind=op.kind,
+            instance_id=op.instance_id,
+            started=self._clock(),
+            provider=PROVIDER,
+            token=token.dump(),
+        )
 
     async def close(self) -> None:
         await self._client.close()
@@ -446,11 +556,26 @@ class AzureProvider:
     def _instance_id(self, ref: AzureVmssVmRef) -> str:
         return ref.vm_name
 
-    def _operation(self, kind: OperationKind, instance: Instance, token: _OperationToken) -> Operation:
+    def _mutation(self, failpoint: str, by_state: Operation | None = None) -> Mutation:
+        return Mutation(
+            failpoint=failpoint,
+            fence=self._fence,
+            min_attempt_s=min(MIN_LEASE_S, self._attempt_s),
+            ambiguous_operation=by_state,
+        )
+
+    @staticmethod
+    def _operation_id(token: _OperationToken) -> str:
         url = token.async_url or token.location
-        op_id = urlsplit(url).path.rstrip("/").rpartition("/")[2] if url else f"sync-{uuid.uuid4()}"
+        return urlsplit(url).path.rstrip("/").rpartition("/")[2] if url else f"sync-{uuid.uuid4()}"
+
+    def _operation(
+        self, kind: OperationKind, instance: Instance, token: _OperationToken | None = None
+    ) -> Operation:
+        """``token=None``: an operation followed by state (its answer was lost)."""
+        token = token or _OperationToken()
         return Operation(
-            id=op_id,
+            id=self._operation_id(token),
             kind=kind,
             instance_id=instance.id,
             started=self._clock(),
@@ -458,7 +583,9 @@ class AzureProvider:
             token=token.dump(),
         )
 
-    async def _start(self, operation: str, begin: Callable[..., Awaitable[object]]) -> _OperationToken:
+    async def _start(
+        self, operation: str, begin: Callable[..., Awaitable[object]], mutation: Mutation
+    ) -> _OperationToken:
         """Send the initial request of a long-running operation; keep where to poll it."""
         headers: dict[str, str] = {}
 
@@ -469,7 +596,9 @@ class AzureProvider:
                 if value:
                     headers[name] = value
 
-        await self._call(operation, lambda: begin(polling=False, raw_response_hook=keep_headers))
+        await self._call(
+            operation, lambda **kw: begin(polling=False, raw_response_hook=keep_headers, **kw), mutation
+        )
         # The call was made: refusing its operation URLs now would report a done action as
         # failed (and invite a repeat). ARM paths do not depend on the host, so a URL on another
         # spelling of the endpoint is followed on the configured one.
@@ -492,8 +621,8 @@ class AzureProvider:
         try:
             await self._call(
                 "vmss_vm.get",
-                lambda: self._client.virtual_machine_scale_set_vms.get(
-                    ref.resource_group, ref.scale_set, ref.instance_id, cls=_raw_json
+                lambda **kw: self._client.virtual_machine_scale_set_vms.get(
+                    ref.resource_group, ref.scale_set, ref.instance_id, cls=_raw_json, **kw
                 ),
             )
         except InstanceNotFound:
@@ -503,40 +632,11 @@ class AzureProvider:
     async def _capacity(self, resource_group: str, scale_set: str) -> int:
         raw = await self._call(
             "vmss.get",
-            lambda: self._client.virtual_machine_scale_sets.get(resource_group, scale_set, cls=_raw_json),
-        )
-        return int(cast(ScaleSetJson, raw).get("sku", {}).get("capacity", 0))
-
-    async def _restore_capacity(self, op: Operation, capacity: int) -> OperationStatus:
-        ref = self._allowed_ref_for_op(op)
-        current = await self._capacity(ref.resource_group, ref.scale_set)
-        if current >= capacity:
-            return OperationStatus(OperationState.SUCCEEDED, detail=f"deleted; capacity {current}")
-        if self._dry_run:
-            log.warning(
-                "azure_capacity_restore_skipped",
-                group=ref.scale_set,
-                capacity=capacity,
-                was=current,
-                dry_run=True,
-            )
-            return OperationStatus(
-                OperationState.SUCCEEDED,
-                detail=f"deleted; dry run: capacity not restored ({current}, was {capacity})",
-            )
-        # Setting (not adding to) the capacity is idempotent: a repeated status call, or one
-        # from a restarted daemon, cannot scale out twice.
-        await self._start(
-            "vmss.update",
-            lambda **kw: self._client.virtual_machine_scale_sets.begin_update(
-                ref.resource_group,
-                ref.scale_set,
-                VirtualMachineScaleSetUpdate(sku=Sku(capacity=capacity)),
-                **kw,
+            lambda **kw: self._client.virtual_machine_scale_sets.get(
+                resource_group, scale_set, cls=_raw_json, **kw
             ),
         )
-        log.info("azure_capacity_restored", group=ref.scale_set, capacity=capacity, was=current)
-        return OperationStatus(OperationState.PENDING, detail=f"restoring capacity {current} -> {capacity}")
+        return int(cast(ScaleSetJson, raw).get("sku", {}).get("capacity", 0))
 
     def _allowed_ref_for_op(self, op: Operation) -> AzureVmssVmRef:
         scale_set, _, instance_id = op.instance_id.rpartition("_")
@@ -556,8 +656,8 @@ class AzureProvider:
         """GET an operation URL: the body when done (``None`` while it answers 202)."""
         self._check_origin(url)
 
-        async def get() -> _Polled:
-            response = await self._client.send_request(HttpRequest("GET", url))
+        async def get(**timeouts: float) -> _Polled:
+            response = await self._client.send_request(HttpRequest("GET", url), stream=False, **timeouts)
             await response.read()
             if response.status_code >= 300:
                 raise HttpResponseError(response=response)
@@ -568,12 +668,18 @@ class AzureProvider:
 
         return await self._call(operation, get)
 
-    async def _call(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
-        async def attempt() -> T:
+    async def _call(
+        self, operation: str, call: Callable[..., Awaitable[T]], mutation: Mutation | None = None
+    ) -> T:
+        """``call(connection_timeout=, read_timeout=)``: one request, its timeouts bounded by the
+        attempt's budget (the deadline, the lease) and ``attempt_timeout_s``."""
+
+        async def attempt(budget_s: float) -> T:
+            timeout = max(0.001, min(budget_s, self._attempt_s))
             # Bounded like the AWS thread pool: a wave of nodes must not become a burst of
             # requests that ARM throttles.
             async with self._concurrency:
-                return await call()
+                return await call(connection_timeout=timeout, read_timeout=timeout)
 
         return await call_with_retries(
             attempt,
@@ -582,6 +688,7 @@ class AzureProvider:
             classify=classify_azure_error,
             policy=self._retry,
             metrics=self._metrics,
+            mutation=mutation,
         )
 
 

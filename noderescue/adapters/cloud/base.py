@@ -1,8 +1,39 @@
 """The seam between the runtime and the clouds: values, the ``CloudProvider`` protocol, errors.
 
-Vendor errors never cross this seam: each provider maps them at the edge (``raise ... from e``)
-to the ``CloudError`` tree below, which is all the runtime needs to decide (retry later, give up,
-hand the node to a human).
+Vendor errors never cross this seam: each provider classifies every one of them exactly once
+(``classify_aws_error``, ``classify_azure_error``) as one of three kinds, and maps it at the edge
+(``raise ... from e``) to the ``CloudError`` tree below, which is all the runtime needs to decide
+(retry later, verify by state, give up, hand the node to a human).
+
+Kinds (``retry.FailureKind``):
+
+* **refused** -- nothing ran: throttling (AWS ``Throttling``, ``ThrottlingException``,
+  ``RequestLimitExceeded``; HTTP 429), a 4xx that proves the request was turned away and may
+  pass later (Auto Scaling ``ResourceContention``, ``ScalingActivityInProgress``), a connection
+  that was never established (connect refused, connect timeout, DNS, TLS handshake), our own
+  fence (the leader lease is not held: nothing was sent). Retried, reads and mutations alike,
+  with backoff until the retry policy's deadline.
+* **ambiguous** -- the request may have been applied: a 5xx, a read timeout, a connection reset
+  or closed after the request went out, the deadline cutting an attempt in flight, an exception
+  no one expected. Reads retry;
+  a mutating call raises ``AmbiguousOutcome`` at once and is never sent again.
+* **failed** -- a definite answer that retrying cannot change: not found, validation, permission,
+  no credentials. Raised as is (for a mutating call: nothing ran).
+
+The tree::
+
+    CloudError
+    ├── Throttled            refused: the cloud asked us to slow down (escapes as DeadlineExceeded)
+    ├── Fenced               refused: the leader lease is not (or not long enough) held; not sent
+    ├── CloudUnavailable     connection not established (refused) or 5xx/reset/read timeout
+    │                        (ambiguous); escapes as DeadlineExceeded or AmbiguousOutcome
+    ├── AmbiguousOutcome     a mutating call may have been applied: verify by state, never resend
+    ├── DeadlineExceeded     out of time on refusals (mutating: nothing ran) or on any read failure
+    ├── RequestRejected      failed: a 4xx that proves nothing ran and will not pass by retrying
+    ├── InstanceNotFound     failed: the instance (or operation) does not exist
+    ├── NotAllowed           failed before any request: not in an allowed group / scale set
+    ├── IdentityMismatch     failed before any request: Node <-> providerID <-> instance changed
+    └── UnsupportedProviderId  failed before any request: not this provider's providerID
 """
 
 from __future__ import annotations
@@ -116,6 +147,10 @@ class OperationStatus:
     output: str = ""  # run-command output (repair)
     # While pending: when the cloud asked to be polled again (Azure's Retry-After), if it did.
     retry_after_s: float | None = None
+    # Once done: a destructive call the operation still needs, made by ``follow_up(op, call)``
+    # after the runtime recorded its intent. "capacity": a replace-by-delete is done and the
+    # scale set's capacity must be restored.
+    follow_up: str | None = None
 
     @property
     def done(self) -> bool:
@@ -144,6 +179,12 @@ class CloudProvider(Protocol):
         """One non-blocking look at an operation; the caller decides when to look again."""
         ...
 
+    async def follow_up(self, op: Operation, call: str) -> Operation | None:
+        """Make the destructive call ``OperationStatus.follow_up`` named for ``op`` (the caller
+        recorded its intent first). ``None`` when nothing is needed (anymore). Follow the
+        returned operation with ``operation_status``."""
+        ...
+
     async def instance_state(self, instance: Instance) -> InstanceState: ...
 
     async def close(self) -> None: ...
@@ -152,6 +193,15 @@ class CloudProvider(Protocol):
 # --------------------------------------------------------------------------------------------
 # Errors
 # --------------------------------------------------------------------------------------------
+
+
+class LeaseFence(Protocol):
+    """The leader election, as a mutating call sees it right before each attempt."""
+
+    def remaining_s(self) -> float | None:
+        """Seconds the leader lease is still certainly held; ``<= 0``: not held; ``None``: this
+        process takes no part in leader election (nothing to fence)."""
+        ...
 
 
 class CloudError(Exception):
@@ -183,7 +233,21 @@ class RequestRejected(CloudError):
 class AmbiguousOutcome(CloudError):
     """A mutating call may have been applied: the request went out and the answer was a 5xx, a
     read timeout or a reset connection. Never retried; the caller verifies by state (instance
-    state, bootID, the operation) and escalates at the step deadline."""
+    state, bootID, the operation) and escalates at the step deadline.
+
+    ``operation``, when the provider can give one, is followed by state rather than by the
+    cloud's own operation id (which was lost with the answer): poll it with ``operation_status``
+    as if the call had succeeded (e.g. a terminate: done once the instance is gone; a
+    replace-by-delete: done once the VM is gone, then ``follow_up`` "capacity")."""
+
+    def __init__(self, message: str, operation: Operation | None = None) -> None:
+        super().__init__(message)
+        self.operation = operation
+
+
+class Fenced(CloudError):
+    """A mutating call was not sent: right before the attempt the leader lease was not held, or
+    not for long enough to bound the attempt's timeouts. A refusal: nothing went out."""
 
 
 class DeadlineExceeded(CloudError):

@@ -1,4 +1,4 @@
-"""Dry-run: reads reach the cloud, mutations are only recorded (DESIGN §4: zero mutating calls)."""
+"""Dry-run: reads reach the cloud, mutations are only recorded: dry-run makes zero mutating calls."""
 
 from __future__ import annotations
 
@@ -77,6 +77,11 @@ class DryRunProvider:
             return OperationStatus(OperationState.SUCCEEDED, detail="dry run: not executed")
         # A real operation started before dry-run was switched on: following it is a read.
         return await self._inner.operation_status(op)
+
+    async def follow_up(self, op: Operation, call: str) -> Operation | None:
+        """Dry-run never changes anything, a scale set's capacity included."""
+        log.info("cloud_dry_run_follow_up_skipped", provider=self._inner.name, call=call, dry_run=True)
+        return None
 
     async def resolve(self, provider_id: str) -> Instance:
         return await self._inner.resolve(provider_id)

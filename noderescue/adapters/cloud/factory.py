@@ -10,9 +10,11 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from noderescue.adapters.cloud import aws as aws_defaults
+from noderescue.adapters.cloud import azure as azure_defaults
 from noderescue.adapters.cloud.aws import AwsProvider
 from noderescue.adapters.cloud.azure import AzureProvider
-from noderescue.adapters.cloud.base import CloudProvider
+from noderescue.adapters.cloud.base import CloudProvider, LeaseFence
 from noderescue.adapters.cloud.dryrun import DryRunProvider
 from noderescue.adapters.cloud.guard import GuardedProvider, NodeReader
 from noderescue.adapters.cloud.retry import RetryPolicy
@@ -42,12 +44,18 @@ async def build_provider(
     metrics: Metrics = METRICS,
     retry: RetryPolicy | None = None,
     azure_credential: AsyncTokenCredential | None = None,
+    fence: LeaseFence | None = None,
+    attempt_timeout_s: float | None = None,
 ) -> ClusterCloud | None:
     """``None`` for provider ``none`` (configuration allows only ``notify`` there).
 
     ``azure_credential`` defaults to ``DefaultAzureCredential`` (managed identity, workload
-    identity, environment, Azure CLI).
+    identity, environment, Azure CLI). ``fence`` (the leader election) is asked right before
+    each attempt of a mutating call; ``None``: no leader election. ``attempt_timeout_s`` bounds
+    each request (default: 5 s on AWS, where it is also the least lease an attempt needs; 20 s
+    on Azure).
     """
+
     inner: CloudProvider
     if cluster.provider == "aws" and cluster.aws is not None:
         aws = cluster.aws
@@ -59,6 +67,8 @@ async def build_provider(
             endpoint_url=str(aws.endpoint_url) if aws.endpoint_url is not None else None,
             retry=retry,
             metrics=metrics,
+            fence=fence,
+            attempt_timeout_s=attempt_timeout_s or aws_defaults.DEFAULT_ATTEMPT_TIMEOUT_S,
         )
     elif cluster.provider == "azure" and cluster.azure is not None:
         azure = cluster.azure
@@ -73,6 +83,8 @@ async def build_provider(
             dry_run=dry_run,
             retry=retry,
             metrics=metrics,
+            fence=fence,
+            attempt_timeout_s=attempt_timeout_s or azure_defaults.DEFAULT_ATTEMPT_TIMEOUT_S,
         )
     else:
         return None

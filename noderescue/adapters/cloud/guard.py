@@ -132,6 +132,10 @@ class GuardedProvider:
     async def operation_status(self, op: Operation) -> OperationStatus:
         return await self._inner.operation_status(op)
 
+    async def follow_up(self, op: Operation, call: str) -> Operation | None:
+        # No identity to re-check: the instance is gone; the provider checks the group.
+        return await self._inner.follow_up(op, call)
+
     async def instance_state(self, instance: Instance) -> InstanceState:
         return await self._inner.instance_state(instance)
 

@@ -11,6 +11,7 @@ import pytest
 from noderescue import USER_AGENT
 from noderescue.adapters.cloud.aws import AwsProvider
 from noderescue.adapters.cloud.base import (
+    AmbiguousOutcome,
     DeadlineExceeded,
     Instance,
     InstanceNotFound,
@@ -284,10 +285,13 @@ async def test_cancellation_propagates(aws_world: AwsWorld, provider: AwsProvide
         await task
 
 
-async def test_replace_whose_response_was_lost_is_not_reported_as_failed(aws_world: AwsWorld) -> None:
-    """A 5xx after the terminate took effect: the retry is refused (moto even raises a
-    StopIteration, which must not leave the caller waiting for its deadline), but the instance is
-    terminating: that is the replace we asked for."""
+async def test_replace_whose_response_was_lost_is_ambiguous_never_resent_and_followed_by_state(
+    aws_world: AwsWorld,
+) -> None:
+    """A 5xx after the terminate took effect: the terminate may have happened, so it is not sent
+    again (a retry could terminate a replacement that took the id's place in a real group, and
+    is refused anyway); the caller gets an operation to follow by the instance's state, which
+    says the replace we asked for is done."""
     provider = AwsProvider(
         REGION,
         [ALLOWED_GROUP],
@@ -300,15 +304,18 @@ async def test_replace_whose_response_was_lost_is_not_reported_as_failed(aws_wor
         instance = await provider.resolve(aws_world.provider_id(victim))
         aws_world.log.lose_response.add("TerminateInstanceInAutoScalingGroup")
         started = time.monotonic()
-        op = await provider.replace(instance)
+        with pytest.raises(AmbiguousOutcome) as caught:
+            await provider.replace(instance)
         elapsed = time.monotonic() - started
+        op = caught.value.operation
+        assert op is not None
         status = await provider.operation_status(op)
     finally:
         await provider.close()
 
     assert elapsed < 5.0, "no wait for the 10 s deadline"
-    assert op.kind is OperationKind.REPLACE
-    assert aws_world.log.mutating.count("TerminateInstanceInAutoScalingGroup") == 2
+    assert op.kind is OperationKind.REPLACE and op.instance_id == victim
+    assert aws_world.log.mutating.count("TerminateInstanceInAutoScalingGroup") == 1
     assert status.state is OperationState.SUCCEEDED
     group = aws_world.group(ALLOWED_GROUP)
     assert group["DesiredCapacity"] == 3

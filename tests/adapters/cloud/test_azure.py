@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from noderescue import USER_AGENT
 from noderescue.adapters.cloud.azure import AzureProvider
 from noderescue.adapters.cloud.base import (
+    AmbiguousOutcome,
     DeadlineExceeded,
     Instance,
     InstanceNotFound,
@@ -225,13 +226,60 @@ async def test_replace_by_delete_restores_capacity(world: World, metrics: Metric
         status, _ = await until_done(provider, op)
         with pytest.raises(InstanceNotFound):
             await provider.resolve(provider_id(world, "3"))
+        # The capacity is a destructive call of its own: asked for, not made by the status poll.
+        assert status.follow_up == "capacity"
+        assert [a["verb"] for a in azure_audit(world)] == ["deleteInstances"]
+        restore = await provider.follow_up(op, "capacity")
+        assert restore is not None
+        restored, _ = await until_done(provider, restore)
         replacement = await provider.resolve(provider_id(world, "4"))
+        # Done: the same operation asks for nothing more, and a repeated follow-up sends nothing.
+        assert (await provider.operation_status(op)).follow_up is None
+        assert await provider.follow_up(op, "capacity") is None
     finally:
         await provider.close()
 
-    assert status.state is OperationState.SUCCEEDED
+    assert status.state is OperationState.SUCCEEDED and restored.state is OperationState.SUCCEEDED
+    assert restored.follow_up is None
     assert [a["verb"] for a in azure_audit(world)] == ["deleteInstances", "update"]
     assert replacement.group == SCALE_SET
+
+
+@pytest.mark.parametrize(
+    ("before", "current", "expected"),
+    [
+        pytest.param(4, 3, 4, id="one-below"),
+        pytest.param(6, 3, 4, id="never-more-than-one-up"),
+        pytest.param(4, 4, None, id="already-there"),
+        pytest.param(2, 3, None, id="never-above-the-capacity-before"),
+    ],
+)
+async def test_capacity_follow_up_is_bounded(
+    world: World, provider: AzureProvider, before: int, current: int, expected: int | None
+) -> None:
+    """The token (stored by the runtime in its own namespace) may say more than the delete
+    removed, or a scale-in may have happened since: the capacity only ever goes one step up,
+    and never above what it was before the delete."""
+    assert world.azure is not None
+    scale_set = world.azure._scale_sets[SCALE_SET]
+    world.azure._set_capacity(scale_set, current)
+    instance = Instance("workers_0", SCALE_SET, None, InstanceState.RUNNING, provider_id(world, "0"))
+    op = Operation(
+        id="x",
+        kind=OperationKind.REPLACE,
+        instance_id=instance.id,
+        started=time.time(),
+        provider="azure",
+        token=f'{{"async_url":"","location":"","restore_capacity":{before}}}',
+    )
+    follow = await provider.follow_up(op, "capacity")
+    assert (follow is None) == (expected is None)
+    updates = [a for a in azure_audit(world) if a["verb"] == "update"]
+    assert len(updates) == (0 if expected is None else 1)
+    if expected is not None:
+        assert len(scale_set.vms) == expected
+    with pytest.raises(ValueError, match="no follow-up call"):
+        await provider.follow_up(op, "reboot")
 
 
 async def test_operation_resumes_after_a_restart(world: World, metrics: Metrics) -> None:
@@ -335,6 +383,7 @@ async def failing_arm(tmp_path: Path) -> AsyncIterator[tuple[str, Path, list[str
 async def test_repeated_5xx_past_the_deadline_is_a_typed_failure(
     failing_arm: tuple[str, Path, list[str]], metrics: Metrics
 ) -> None:
+    """A read retries 5xx until the deadline; a mutating call is never sent twice after one."""
     endpoint, ca_bundle, seen = failing_arm
     provider = AzureProvider(
         "sub",
@@ -351,12 +400,17 @@ async def test_repeated_5xx_past_the_deadline_is_a_typed_failure(
     started = time.monotonic()
     try:
         with pytest.raises(DeadlineExceeded, match="ServiceUnavailable"):
+            await provider.resolve(pid)
+        elapsed = time.monotonic() - started
+        reads = len(seen)
+        with pytest.raises(AmbiguousOutcome, match="ServiceUnavailable"):
             await provider.reboot(instance)
     finally:
         await provider.close()
-    assert time.monotonic() - started < 1.5
-    assert len(seen) >= 3
-    assert count(metrics, "vmss_vm.restart", "server_error") == len(seen)
+    assert elapsed < 1.5
+    assert reads >= 3 and seen[reads:] == ["POST"]
+    assert count(metrics, "vmss_vm.get", "server_error") == reads
+    assert count(metrics, "vmss_vm.restart", "server_error") == 1
 
 
 async def test_build_provider_from_the_configuration(world: World, metrics: Metrics) -> None:

@@ -14,7 +14,7 @@ from azure.core.exceptions import ServiceResponseError
 from prometheus_client import CollectorRegistry
 
 from noderescue.adapters.cloud.azure import AzureProvider
-from noderescue.adapters.cloud.base import Operation, OperationState, OperationStatus
+from noderescue.adapters.cloud.base import AmbiguousOutcome, Operation, OperationState, OperationStatus
 from noderescue.adapters.cloud.factory import build_provider
 from noderescue.adapters.cloud.guard import NodeIdentity
 from noderescue.adapters.cloud.retry import RetryPolicy
@@ -113,10 +113,10 @@ async def test_dry_run_daemon_following_a_real_delete_does_not_restore_capacity(
 
 
 async def test_replace_by_delete_whose_response_was_lost_still_restores_capacity(world: World) -> None:
-    """The delete reached ARM and took effect, the response was lost (connection reset), and
-    the retry is refused because the instance is gone. The replace happened: it must be
-    reported as such and still end with the capacity restored (else the scale set silently
-    shrinks by one and the node is handed to a human as a failed replace)."""
+    """The delete reached ARM and took effect, the response was lost (connection reset). It is
+    not sent again; the operation given with the ambiguity is followed by state (the VM is gone)
+    and still ends with the capacity restored (else the scale set silently shrinks by one and the
+    node is handed to a human as a failed replace)."""
     assert world.azure is not None
     provider = AzureProvider(
         world.azure.subscription_id,
@@ -144,8 +144,15 @@ async def test_replace_by_delete_whose_response_was_lost_still_restores_capacity
     try:
         capacity_before = await provider._capacity(world.azure.resource_group, SCALE_SET)
         instance = await provider.resolve(world.azure.provider_id(SCALE_SET, "3"))
-        op = await provider.replace(instance)
+        with pytest.raises(AmbiguousOutcome) as caught:
+            await provider.replace(instance)
+        op = caught.value.operation
+        assert op is not None
         status = await until_done(provider.operation_status, op)
+        assert status.follow_up == "capacity"
+        restore = await provider.follow_up(op, "capacity")
+        assert restore is not None
+        await until_done(provider.operation_status, restore)
         capacity_after = await provider._capacity(world.azure.resource_group, SCALE_SET)
     finally:
         await provider.close()
@@ -153,7 +160,7 @@ async def test_replace_by_delete_whose_response_was_lost_still_restores_capacity
     assert lost == [True]
     assert status.state is OperationState.SUCCEEDED
     assert capacity_after == capacity_before
-    assert azure_mutations(world).count("update") == 1
+    assert azure_mutations(world) == ["deleteInstances", "update"]
 
 
 async def test_operation_urls_on_another_spelling_of_the_endpoint_do_not_fail_a_done_restart(

@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry
 from noderescue.adapters.cloud.azure import parse_retry_after
 from noderescue.adapters.cloud.base import DeadlineExceeded, Throttled, UnsupportedProviderId
 from noderescue.adapters.cloud.provider_ids import parse_aws_provider_id, parse_azure_provider_id
-from noderescue.adapters.cloud.retry import Failure, RetryPolicy, call_with_retries
+from noderescue.adapters.cloud.retry import Failure, FailureKind, RetryPolicy, call_with_retries
 from noderescue.metrics import Metrics
 
 VMSS = "/providers/Microsoft.Compute/virtualMachineScaleSets"
@@ -80,13 +80,13 @@ async def test_a_nonsense_retry_after_does_not_hammer_the_cloud(retry_after_s: f
     policy = RetryPolicy(deadline_s=0.4, backoff_initial_s=0.05, backoff_max_s=0.1)
     attempts = 0
 
-    async def throttled() -> None:
+    async def throttled(_budget_s: float) -> None:
         nonlocal attempts
         attempts += 1
         raise RuntimeError("throttled")
 
     def classify(exc: Exception) -> Failure:
-        return Failure(Throttled(str(exc), retry_after_s), retryable=True, result="throttled")
+        return Failure(Throttled(str(exc), retry_after_s), FailureKind.REFUSED, "throttled")
 
     with pytest.raises(DeadlineExceeded, match=r"\d+ failed attempts"):
         await call_with_retries(
