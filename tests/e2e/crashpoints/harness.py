@@ -389,20 +389,25 @@ async def _drive(
     async def finished() -> bool:
         return bool(await final_events())
 
-    await _wait(
-        finished,
-        timeout_s=FINISH_WAIT_S,
-        what=lambda: f"a final Event ({', '.join(FINAL_REASONS)}) on {flow.node}",
-    )
+    try:
+        await _wait(
+            finished,
+            timeout_s=FINISH_WAIT_S,
+            what=lambda: f"the end (a {'/'.join(FINAL_REASONS)} Event on {flow.node})",
+        )
+    except CaseFailed as exc:
+        # Never ended: still say what else is wrong (a second call, a cordon or a record left).
+        result.problems.append(str(exc))
+    else:
 
-    async def clean() -> bool:
-        state = await emulator.state()
-        return not await emulator.records() and not _cordoned(state)
+        async def clean() -> bool:
+            state = await emulator.state()
+            return not await emulator.records() and not _cordoned(state)
 
-    # Bounded, not asserted: a record or a cordon that stays is reported below.
-    with contextlib.suppress(CaseFailed):
-        await _wait(clean, timeout_s=CLEAN_WAIT_S, what=lambda: "the record and our cordon to go")
-    await asyncio.sleep(SETTLE_S)
+        # Bounded, not asserted: a record or a cordon that stays is reported below.
+        with contextlib.suppress(CaseFailed):
+            await _wait(clean, timeout_s=CLEAN_WAIT_S, what=lambda: "the record and our cordon to go")
+        await asyncio.sleep(SETTLE_S)
     after = await emulator.state()
     result.problems += await _judge(flow, emulator, before, after)
     if point is None:
