@@ -66,6 +66,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "ConfigIssue",
+    "LeaderElectionSettings",
     "NotificationEvent",
     "WebhookSettings",
     "format_duration",
@@ -319,6 +320,44 @@ class HttpSettings(_Settings):
     auth: Literal["auto", "none", "kubernetes"] = "auto"
     # The cluster that reviews the tokens when not the pod's own (off-cluster with auth kubernetes).
     auth_kubeconfig: FilePath | None = None
+
+
+# The Lease says its duration in whole seconds (leaseDurationSeconds): a fraction would be
+# rounded up there, and a standby would wait longer than this instance fences itself for.
+LeaseSeconds = Annotated[
+    int,
+    PlainValidator(lambda v: require_whole_seconds(require_positive_duration(parse_duration_value(v)))),
+]
+
+
+class LeaderElectionSettings(_Settings):
+    """One active instance per cluster through a Lease; client-go's defaults.
+
+    A standby takes over ``leaseDuration`` after the leader's last renewal; the leader stops
+    acting (fences itself) once its last renewal is older than ``renewDeadline``, which must
+    therefore be shorter, and it retries every ``retryPeriod``, which must be shorter still.
+    """
+
+    lease_duration: LeaseSeconds = 15
+    renew_deadline: PositiveDuration = 10.0
+    retry_period: PositiveDuration = 2.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LeaderElectionSettings:
+        lease, renew = format_duration(self.lease_duration), format_duration(self.renew_deadline)
+        if self.renew_deadline >= self.lease_duration:
+            raise value_error(
+                "leader_election",
+                f"renewDeadline {renew} must be shorter than leaseDuration {lease}: the leader must "
+                "stop acting before a standby may take over",
+            )
+        if self.retry_period >= self.renew_deadline:
+            raise value_error(
+                "leader_election",
+                f"retryPeriod {format_duration(self.retry_period)} must be shorter than renewDeadline "
+                f"{renew}: the leader would lose the lease between two renewals",
+            )
+        return self
 
 
 # ------------------------------------------------------------------------------------------------
@@ -623,6 +662,7 @@ class Config(_Settings):
     safety: SafetySettings = Field(default_factory=SafetySettings)
     notifications: tuple[WebhookSettings, ...] = ()
     http: HttpSettings = HttpSettings()
+    leader_election: LeaderElectionSettings = LeaderElectionSettings()
     node_classes: Annotated[tuple[NodeClassSettings, ...], NonEmpty]
 
     @property

@@ -24,7 +24,7 @@ from noderescue.adapters.notify.webhook import Notifier, WebhookNotifier
 from noderescue.config import Config, ConfigError, load_config
 from noderescue.config_secrets import SecretError
 from noderescue.metrics import METRICS, REGISTRY, Metrics
-from noderescue.runtime.cluster import ClusterRuntime, RuntimeOptions
+from noderescue.runtime.cluster import ClusterRuntime, LeaderTimings, RuntimeOptions
 from noderescue.runtime.http import AuthSetupError, HttpServer, build_authorizer
 from noderescue.runtime.logs import configure_logging
 from noderescue.runtime.systemd import SystemdNotifier
@@ -94,7 +94,7 @@ async def run_daemon(
 ) -> int:
     """Run until SIGTERM/SIGINT (or one pass with ``once``); the process exit code."""
     dry_run = dry_run or config.dry_run
-    options = options or RuntimeOptions(dry_run=dry_run)
+    options = options or RuntimeOptions(dry_run=dry_run, leader=leader_timings(config))
     metrics.dry_run.set(1 if dry_run else 0)
     daemon = Daemon(config, dry_run=dry_run)
     stop = asyncio.Event()
@@ -157,6 +157,16 @@ async def run_daemon(
             loop.remove_signal_handler(sig)
     log.info("daemon_stopped")
     return EXIT_FAILURE if daemon.failed and once else EXIT_OK
+
+
+def leader_timings(config: Config) -> LeaderTimings:
+    """The configuration's ``leaderElection`` as the runtime's timings."""
+    election = config.leader_election
+    return LeaderTimings(
+        lease_duration_s=float(election.lease_duration),
+        renew_deadline_s=election.renew_deadline,
+        retry_period_s=election.retry_period,
+    )
 
 
 def _stopper(stop: asyncio.Event, sig: signal.Signals) -> Callable[[], None]:
