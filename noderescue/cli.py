@@ -73,8 +73,8 @@ def cmd_check_config(file: Path, *, strict: bool = False) -> int:
         print(f"  {line}")
     from noderescue.config_trust import trust_warnings
 
-    for warning in trust_warnings(config):
-        print(f"warning: {warning}", file=sys.stderr)
+    for trust in trust_warnings(config):
+        print(f"warning: {trust}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -334,7 +334,7 @@ def _decide_recorded(p: _Pass, entry: _Entry, rec: Record) -> None:
         else:
             p.report(entry, None, note=f"parked, needs a human: {rec.reason}")
         return
-    timed_out = rec.deadline is not None and p.now >= rec.deadline
+    timed_out = (deadline := rec.effective_deadline(p.now)) is not None and p.now >= deadline
     live = rec.phase is not Phase.FAILED and not timed_out
     if p.stale is not None:
         if live:
@@ -535,7 +535,7 @@ def _decide_missing(p: _Pass, rec: Record) -> None:
             None,
         )
         return
-    timed_out = rec.deadline is not None and p.now >= rec.deadline
+    timed_out = (deadline := rec.effective_deadline(p.now)) is not None and p.now >= deadline
     if timed_out:
         if p.stale is None:
             _park(p, None, rec, f"{rec.action} timed out after the node object disappeared")

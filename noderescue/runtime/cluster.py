@@ -128,14 +128,6 @@ class ClusterRuntime:
             else:
                 kube = KubeAdapter(api, state_namespace=settings.namespace)
             credential = _azure_credential(settings)
-            cloud = await build_provider(
-                settings,
-                KubeNodeReader(api, cache),
-                dry_run=dry_run,
-                metrics=metrics,
-                retry=options.cloud_retry,
-                azure_credential=credential,
-            )
             wake = asyncio.Event()
             elector: LeaderElector | None = None
             if not dry_run:  # dry-run writes no Lease: a leader-less observer
@@ -149,6 +141,15 @@ class ClusterRuntime:
                     retry_period_s=timings.retry_period_s,
                     on_change=lambda _leader: wake.set(),
                 )
+            cloud = await build_provider(
+                settings,
+                KubeNodeReader(api, cache),
+                dry_run=dry_run,
+                metrics=metrics,
+                retry=options.cloud_retry,
+                azure_credential=credential,
+                fence=elector,
+            )
             executor = Executor(
                 cluster=settings.name,
                 policy=policy,

@@ -781,17 +781,21 @@ class _Run:
                 op = await cloud.act(OperationKind(call), target, (self.step_of(rec, cls).command or ""))
             except AmbiguousOutcome as exc:
                 log.warning("cloud_action_ambiguous", step="act", instance=instance_id, error=str(exc))
-                return await self.unproven(rec, call)
+                if exc.operation is None:
+                    return await self.unproven(rec, call)
+                # The cloud gave us a way to follow it by state (the instance, the VM): poll that.
+                op = exc.operation
             except (RequestRejected, DeadlineExceeded, Fenced, *_IDENTITY_ERRORS) as exc:
                 # A refusal: nothing ran. Withdraw the intent so a retry may send it (a crash
                 # before this write leaves it in place: then the step waits for proof and
                 # escalates, which is safe).
                 await self.withdraw(rec, call, exc)
                 raise
+            else:
+                await self.event(
+                    rec, _ACT_REASON[rec.action], f"{rec.action} of instance {instance_id}: operation {op.id}"
+                )
             rec = await self.write(replace(rec, operation_id=op.to_str()), "act")
-            await self.event(
-                rec, _ACT_REASON[rec.action], f"{rec.action} of instance {instance_id}: operation {op.id}"
-            )
             log.info("cloud_action_requested", step="act", instance=instance_id, operation=op.id)
         status = await self.wait_operation(op, rec)
         if status is None:

@@ -21,13 +21,12 @@ ledger current. A standby re-reads the store now and then (``refresh``), for ``p
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Protocol
 
 import structlog
 
 from noderescue.adapters.kube import KubeError
+from noderescue.adapters.kube.record_store import LoadedRecords
 from noderescue.core.model import HistoryEvent, Record
 
 log = structlog.get_logger(__name__)
@@ -35,20 +34,10 @@ log = structlog.get_logger(__name__)
 MIRROR_TIMEOUT_S = 3.0
 
 
-@dataclass(frozen=True, slots=True)
-class LoadedState:
-    """What the record store holds: records by node, unreadable record objects (name -> why) and
-    replacement claims (new node uid -> the node whose replace it verified)."""
-
-    records: Mapping[str, Record] = field(default_factory=dict)
-    malformed: Mapping[str, str] = field(default_factory=dict)
-    claims: Mapping[str, str] = field(default_factory=dict)
-
-
 class RecordStore(Protocol):
     """The Kubernetes adapter's record store, as the ledger uses it."""
 
-    async def load_records(self) -> LoadedState: ...
+    async def load_records(self) -> LoadedRecords: ...
 
     async def put_record(self, record: Record) -> None: ...
 
@@ -101,7 +90,7 @@ class Ledger:
         of workers still running stay: they are newer than anything stored."""
         state = await self._store.load_records()
         self._records = dict(state.records)
-        self._claims = dict(state.claims)
+        self._claims = state.claim_holders()
         for name, why in state.malformed.items():
             if self.malformed.get(name) != why:
                 log.warning("record_malformed_skipped", record=name, error=why)

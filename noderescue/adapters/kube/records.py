@@ -105,6 +105,8 @@ def record_to_json(record: Record) -> str:
         "bootIDBefore": record.boot_id_before,
         "operationID": record.operation_id,
         "cordonedByUs": record.cordoned_by_us,
+        "held": record.held,
+        "heldSince": record.held_since,
         "node": record.node,
         "calls": list(record.calls),
         "ladderSource": record.ladder_source,
@@ -189,6 +191,8 @@ def record_from_json(text: str, node: str | None = None) -> Record:
         boot_id_before=_field(doc, "bootIDBefore", str, required=False),
         operation_id=_field(doc, "operationID", str, required=False),
         cordoned_by_us=bool(_field(doc, "cordonedByUs", bool, required=False)),
+        held=_field(doc, "held", str, required=False),
+        held_since=_held_since(doc),
         calls=_calls(doc),
         ladder_source=ladder_source if ladder_source is not None else "class",
         ladder_hash=_field(doc, "ladderHash", str, required=False) or "",
@@ -244,3 +248,8 @@ async def write_record(api: ApiClient, node_name: str, record: Record | None, *,
             continue
         return
     raise Conflict(f"node {node_name} kept changing while writing its record", status=409)
+
+
+def _held_since(doc: dict[str, Any]) -> float | None:
+    value = _field(doc, "heldSince", (int, float), required=False)
+    return float(value) if value is not None else None
