@@ -328,8 +328,9 @@ class Record:
         return self.deadline + max(0.0, now - self.held_since)
 
     def sent(self, call: str) -> bool:
-        """The intent of ``call`` was recorded in this step: it may have gone out."""
-        return call in self.calls
+        """The intent of ``call`` was recorded in this step (and not withdrawn after a refusal):
+        it may have gone out. ``calls`` only grows: a withdrawal appends ``!<call>``."""
+        return self.calls.count(call) > self.calls.count(f"!{call}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -149,6 +149,8 @@ class ClusterRuntime:
                 retry=options.cloud_retry,
                 azure_credential=credential,
                 fence=elector,
+                # An attempt must end before the lease can pass to a standby.
+                attempt_timeout_s=min(5.0, options.leader.renew_deadline_s / 2) if elector else None,
             )
             executor = Executor(
                 cluster=settings.name,

@@ -838,7 +838,7 @@ class _Run:
     async def withdraw(self, rec: Record, call: str, exc: Exception) -> None:
         log.info("cloud_action_refused", step="act", call=call, error=str(exc))
         with contextlib.suppress(Halt, KubeError):
-            await self.write(replace(rec, calls=tuple(c for c in rec.calls if c != call)), "withdraw")
+            await self.write(replace(rec, calls=(*rec.calls, f"!{call}")), "withdraw")
 
     async def unproven(self, rec: Record, call: str) -> Record | None:
         """The call may have gone out and its answer is unknown: verify by state, never re-send.

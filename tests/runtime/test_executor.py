@@ -30,16 +30,14 @@ from noderescue.adapters.kube import (
     KubeActions,
     StateStore,
     make_api_client,
-    record_from_json,
-    write_record,
 )
 from noderescue.adapters.kube.cordon import cordon
 from noderescue.adapters.kube.drain import DrainOutcome, ProgressCallback
 from noderescue.adapters.kube.events import EventType
+from noderescue.adapters.kube.record_store import LoadedRecords
 from noderescue.adapters.kube.transport import MERGE_PATCH, request_json
 from noderescue.core.model import (
     CORDONED_BY_ANNOTATION,
-    RECORD_ANNOTATION,
     Action,
     DrainPolicy,
     History,
@@ -57,6 +55,8 @@ from tests.runtime.world_runtime import (
     mutating_lines,
     node_events,
     running,
+    seed_record,
+    stored_record,
     world_config,
 )
 
@@ -112,15 +112,35 @@ class RecordingKube:
         await self.journal.note("drain")
         return await self.inner.drain(node, policy, deadline=deadline, on_progress=on_progress)
 
-    async def write_record(self, node: str, record: Record | None, *, expected_uid: str) -> None:
-        label = "clear" if record is None else f"{record.phase}{'+op' if record.operation_id else ''}"
+    async def put_record(self, record: Record) -> None:
+        label = f"{record.phase}{'+op' if record.operation_id else ''}{'+intent' if record.calls else ''}"
         await self.journal.note(f"record:{label}")
-        await self.inner.write_record(node, record, expected_uid=expected_uid)
+        await self.inner.put_record(record)
+
+    async def delete_record(self, node: str) -> None:
+        await self.journal.note("record:clear")
+        await self.inner.delete_record(node)
+
+    async def load_records(self) -> LoadedRecords:
+        return await self.inner.load_records()
+
+    async def claim_replacement(self, new_node_uid: str, new_node: str, replaced_node: str) -> bool:
+        return await self.inner.claim_replacement(new_node_uid, new_node, replaced_node)
+
+    async def mirror_record(self, node: str, record: Record | None, *, expected_uid: str) -> None:
+        await self.inner.mirror_record(node, record, expected_uid=expected_uid)
 
     async def emit_event(
-        self, node: str, node_uid: str, reason: str, message: str, *, type_: EventType = "Normal"
+        self,
+        node: str,
+        node_uid: str,
+        reason: str,
+        message: str,
+        *,
+        type_: EventType = "Normal",
+        once_key: str | None = None,
     ) -> None:
-        await self.inner.emit_event(node, node_uid, reason, message, type_=type_)
+        await self.inner.emit_event(node, node_uid, reason, message, type_=type_, once_key=once_key)
 
     async def append_history(self, events: Sequence[HistoryEvent], *, keep_after: float) -> History:
         await self.journal.note("history")
@@ -155,11 +175,16 @@ class RecordingCloud:
     async def instance_state(self, instance: Instance) -> InstanceState:
         return await self.inner.instance_state(instance)
 
+    async def follow_up(self, op: Operation, call: str) -> Operation | None:
+        await self.journal.note(f"cloud:{call}")
+        return await self.inner.follow_up(op, call)
+
 
 def recorded(journal: Journal) -> Callable[[ClusterRuntime], None]:
     def prepare(runtime: ClusterRuntime) -> None:
         ex = runtime.executor
         ex.kube = RecordingKube(ex.kube, journal)
+        ex.ledger._store = ex.kube
         assert ex.cloud is not None
         ex.cloud = RecordingCloud(ex.cloud, journal)
 
@@ -175,10 +200,7 @@ class SwitchableFence:
 
 
 def node_record(world: World, name: str) -> Record | None:
-    node = world.cluster.get_node(name)
-    assert node is not None, f"node {name} is gone"
-    text = (node["metadata"].get("annotations") or {}).get(RECORD_ANNOTATION)
-    return record_from_json(text, name) if text else None
+    return stored_record(world, name)
 
 
 def cordoned_nodes(world: World) -> list[str]:
@@ -223,10 +245,11 @@ async def test_replace_writes_the_record_before_each_mutating_step(world_of: Wor
         "record:draining",
         "drain",
         "record:acting",
-        "record:acting",  # the instance id, before the call
+        "record:acting+intent",  # the instance id and the intent, before the call
         "cloud:replace",
-        "record:acting+op",  # the operation id, right after the call
-        "record:verifying+op",
+        "record:acting+op+intent",  # the operation id, right after the call
+        "record:verifying+op+intent",
+        "record:clear",
     ]
 
 
@@ -284,7 +307,7 @@ async def test_dry_run_makes_zero_mutating_calls(world_of: WorldFactory) -> None
         operations = [op for op, _ in kube.calls]
         await asyncio.sleep(0.3)
     assert [(i.kind, i.instance.group) for i in recorder.intents] == [(OperationKind.REPLACE, "workers")]
-    assert {"write_record", "cordon", "drain", "emit_event", "append_history"} <= set(operations)
+    assert {"put_record", "cordon", "drain", "emit_event", "append_history"} <= set(operations)
     assert mutating_lines(world) == [], "no Kubernetes or cloud mutation by noderescue in dry-run"
     assert node_record(world, "workers-1") is None
     assert cordoned_nodes(world) == []
@@ -356,9 +379,9 @@ async def test_restart_rolls_a_replace_forward_from_its_phase_never_terminating_
             if operation_made:
                 op = await terminate_like_a_dead_daemon(world, instance_id)
                 rec = replace(rec, operation_id=op.to_str())
-            await write_record(api, "workers-1", rec, expected_uid=rec.node_uid)
         finally:
             await api.close()
+        await seed_record(world, rec)
 
         async with running(world) as run:
             await eventually(
@@ -419,11 +442,7 @@ async def test_identity_guard_refusal_parks_the_node_and_touches_no_instance(wor
             deadline=now + 20,
             provider_id=other["spec"]["providerID"],
         )
-        api = await make_api_client(world.kubeconfig, None)
-        try:
-            await write_record(api, "workers-1", rec, expected_uid=rec.node_uid)
-        finally:
-            await api.close()
+        await seed_record(world, rec)
         async with running(world) as run:
             await eventually(
                 lambda: (r := node_record(world, "workers-1")) is not None and r.phase is Phase.NEEDS_HUMAN,
@@ -484,11 +503,7 @@ async def test_restart_after_a_reboot_went_out_unrecorded_does_not_reboot_twice(
             instance_id=world.instance_of_node("gpu-0"),
             boot_id_before=boot_before,
         )
-        api = await make_api_client(world.kubeconfig, None)
-        try:
-            await write_record(api, "gpu-0", rec, expected_uid=rec.node_uid)
-        finally:
-            await api.close()
+        await seed_record(world, rec)
         async with running(world):
             await eventually(
                 lambda: (r := node_record(world, "gpu-0")) is not None and r.phase is Phase.VERIFYING,

@@ -13,13 +13,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
-from noderescue.adapters.kube import record_to_json
 from noderescue.adapters.kube.drain import DrainOutcome, ProgressCallback
 from noderescue.adapters.kube.events import EventType
+from noderescue.adapters.kube.record_store import LoadedRecords
 from noderescue.adapters.notify.webhook import Notification
 from noderescue.config import parse_config
 from noderescue.core.model import (
-    Action,
     Condition,
     DecisionKind,
     DrainPolicy,
@@ -27,7 +26,6 @@ from noderescue.core.model import (
     HistoryEvent,
     NodeView,
     Pause,
-    Phase,
     Record,
 )
 from noderescue.metrics import Metrics
@@ -221,11 +219,32 @@ class FakeKube:
     ) -> DrainOutcome:
         raise AssertionError("not expected")
 
-    async def write_record(self, node: str, record: Record | None, *, expected_uid: str) -> None:
+    malformed: dict[str, str] = field(default_factory=dict)
+
+    async def load_records(self) -> LoadedRecords:
+        return LoadedRecords(malformed=dict(self.malformed))
+
+    async def put_record(self, record: Record) -> None:
+        raise AssertionError("not expected")
+
+    async def delete_record(self, node: str) -> None:
+        raise AssertionError("not expected")
+
+    async def claim_replacement(self, new_node_uid: str, new_node: str, replaced_node: str) -> bool:
+        raise AssertionError("not expected")
+
+    async def mirror_record(self, node: str, record: Record | None, *, expected_uid: str) -> None:
         raise AssertionError("not expected")
 
     async def emit_event(
-        self, node: str, node_uid: str, reason: str, message: str, *, type_: EventType = "Normal"
+        self,
+        node: str,
+        node_uid: str,
+        reason: str,
+        message: str,
+        *,
+        type_: EventType = "Normal",
+        once_key: str | None = None,
     ) -> None:
         self.events.append((node, reason))
 
@@ -356,9 +375,10 @@ async def test_a_tripped_short_circuit_is_told_once_not_every_pass() -> None:
     assert reconciler.executor.worker_count == 0
 
 
-async def test_a_malformed_record_is_skipped_and_the_node_planned_without_it() -> None:
-    node = replace(worker(0), record_json="{not json")
-    reconciler, _, _ = reconciler_for((node, worker(1)))
+async def test_a_malformed_record_object_is_skipped_and_the_node_planned_without_it() -> None:
+    reconciler, kube, _ = reconciler_for((worker(0), worker(1)), fence=Standby())
+    kube.malformed["noderescue-record-workers-0"] = "record is not JSON"
+    reconciler.standby_refresh_s = 0.0
     with capture_logs() as logs:
         result = await reconciler.run_pass()
         await reconciler.run_pass()
@@ -385,37 +405,3 @@ async def test_the_loop_sleeps_until_the_plans_wakeup_instead_of_polling() -> No
     assert reconciler.passes == 2, "one pass at start, one when the rule's `for` elapsed"
     assert reconciler.last is not None
     assert [d.kind for d in reconciler.last.plan.decisions] == [DecisionKind.START]
-
-
-async def test_a_cache_lagging_behind_the_workers_writes_never_replays_a_step_or_a_finish() -> None:
-    now = time.time()
-    rec = Record(
-        node="workers-0",
-        node_uid="uid-0",
-        cls="workers",
-        step=0,
-        action=Action.REPLACE,
-        phase=Phase.ACTING,
-        attempt=1,
-        started=now,
-        step_started=now,
-        deadline=now + 60,
-    )
-    verifying = replace(rec, phase=Phase.VERIFYING, operation_id="op")
-    lagging = replace(worker(0, bad_since=now - 60), record_json=record_to_json(rec))
-    reconciler, _, _ = reconciler_for((lagging, worker(1)), fence=Standby())
-    executor = reconciler.executor
-
-    executor.records["workers-0"] = verifying  # written by a worker that has ended
-    assert reconciler.records(reconciler.cache.snapshot())["workers-0"] == verifying
-
-    caught_up = (replace(lagging, record_json=record_to_json(verifying)), worker(1))
-    assert reconciler.records(caught_up)["workers-0"] == verifying
-    assert executor.records == {}, "the annotation caught up: the copy is dropped"
-
-    executor.closed["workers-0"] = verifying  # finished: cleared on the Node, cache not there yet
-    assert "workers-0" not in reconciler.records(caught_up), "no second finish"
-    cleared = (replace(lagging, record_json=None), worker(1))
-    assert reconciler.records(cleared) == {}
-    assert executor.closed == {}
-    await reconciler.close()

@@ -25,6 +25,7 @@ from noderescue.adapters.cloud import (
 from noderescue.adapters.kube import record_from_json, record_to_json
 from noderescue.adapters.kube.drain import DrainOutcome, ProgressCallback
 from noderescue.adapters.kube.events import EventType
+from noderescue.adapters.kube.record_store import Claim, LoadedRecords
 from noderescue.config import load_config, parse_config
 from noderescue.core.model import (
     Action,
@@ -67,10 +68,11 @@ class SwitchState:
 
     pause: Pause | None = None
     loads: int = 0
+    history: History = field(default_factory=History)
 
     async def load(self) -> tuple[History, Pause | None]:
         self.loads += 1
-        return History(), self.pause
+        return self.history, self.pause
 
 
 @dataclass
@@ -79,6 +81,8 @@ class WritingKube:
 
     cache: FakeCache
     calls: list[str] = field(default_factory=list)
+    records: dict[str, Record] = field(default_factory=dict)  # the record store
+    claims: dict[str, Claim] = field(default_factory=dict)
 
     def _set_record(self, node: str, record: Record | None) -> None:
         text = record_to_json(record) if record is not None else None
@@ -101,12 +105,38 @@ class WritingKube:
         self.calls.append("drain")
         return DrainOutcome(node, ok=True)
 
-    async def write_record(self, node: str, record: Record | None, *, expected_uid: str) -> None:
-        self.calls.append(f"record:{record.phase if record else 'clear'}")
-        self._set_record(node, record)
+    async def put_record(self, record: Record) -> None:
+        self.calls.append(f"record:{record.phase}")
+        self.records[record.node] = record
+        self._set_record(record.node, record)  # the mirror, for the tests' eyes only
+
+    async def delete_record(self, node: str) -> None:
+        self.calls.append("record:clear")
+        self.records.pop(node, None)
+        self._set_record(node, None)
+
+    async def load_records(self) -> LoadedRecords:
+        return LoadedRecords(records=dict(self.records), claims=dict(self.claims))
+
+    async def claim_replacement(self, new_node_uid: str, new_node: str, replaced_node: str) -> bool:
+        held = self.claims.get(new_node_uid)
+        if held is not None:
+            return held.replaced_node == replaced_node
+        self.claims[new_node_uid] = Claim(new_node_uid, new_node, replaced_node, time.time())
+        return True
+
+    async def mirror_record(self, node: str, record: Record | None, *, expected_uid: str) -> None:
+        pass
 
     async def emit_event(
-        self, node: str, node_uid: str, reason: str, message: str, *, type_: EventType = "Normal"
+        self,
+        node: str,
+        node_uid: str,
+        reason: str,
+        message: str,
+        *,
+        type_: EventType = "Normal",
+        once_key: str | None = None,
     ) -> None:
         self.calls.append(f"event:{reason}")
 
@@ -161,7 +191,14 @@ def loop_for(nodes: tuple[NodeView, ...], *, pause: Pause | None, cloud: GoneClo
     policy = config.policy("c1")
     cache = FakeCache(nodes)
     kube = WritingKube(cache)
-    state = SwitchState(pause)
+    # Records the tests put on nodes are the ones a daemon wrote to the store before it died,
+    # with the history events that admitted them.
+    seeded = [record_from_json(n.record_json, n.name) for n in nodes if n.record_json is not None]
+    kube.records = {rec.node: rec for rec in seeded}
+    admitted = tuple(
+        HistoryEvent(rec.step_started, rec.action, rec.node, attempt_start=rec.step == 0) for rec in seeded
+    )
+    state = SwitchState(pause, history=History(admitted))
     notifier = FakeNotifier()
     metrics = Metrics(CollectorRegistry())
     wake = asyncio.Event()

@@ -15,11 +15,14 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from noderescue.adapters.cloud.retry import RetryPolicy
+from noderescue.adapters.kube import StateStore, make_api_client, record_from_json
+from noderescue.adapters.kube.record_store import RecordStore
 from noderescue.config import Config, parse_config
+from noderescue.core.model import HistoryEvent, Record
 from noderescue.metrics import Metrics
 from noderescue.runtime.cluster import ClusterRuntime, LeaderTimings, RuntimeOptions
 from noderescue.runtime.executor import ExecutorTimings
-from noderescue.sim.kubeapi.resources import CORE_EVENTS
+from noderescue.sim.kubeapi.resources import CONFIGMAPS, CORE_EVENTS
 from noderescue.sim.world import World
 
 FAST_EXECUTOR = ExecutorTimings(
@@ -152,3 +155,31 @@ def write_unreachable_cluster_config(tmp_path: Path) -> Path:
         )
     )
     return config
+
+
+STATE_NAMESPACE = "noderescue"  # the default `namespace` of a cluster stanza
+
+
+def stored_record(world: World, node: str) -> Record | None:
+    """The remediation record of ``node`` as the record store holds it (a ConfigMap in the
+    daemon's namespace), read straight from the emulator."""
+    for obj in world.cluster.store.objects(CONFIGMAPS, STATE_NAMESPACE):
+        labels = obj["metadata"].get("labels") or {}
+        if labels.get("noderescue.io/kind") != "record":
+            continue
+        rec = record_from_json((obj.get("data") or {})["record"])
+        if rec.node == node:
+            return rec
+    return None
+
+
+async def seed_record(world: World, rec: Record) -> None:
+    """Store ``rec`` as a daemon that died would have left it: the record in the store and the
+    history event that admitted it (a record no history admits is refused as forged)."""
+    api = await make_api_client(world.kubeconfig, None)
+    try:
+        await RecordStore(api, STATE_NAMESPACE).put(rec)
+        event = HistoryEvent(rec.step_started, rec.action, rec.node, attempt_start=rec.step == 0)
+        await StateStore(api, STATE_NAMESPACE).append([event], keep_after=0.0)
+    finally:
+        await api.close()
