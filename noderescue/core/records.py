@@ -8,6 +8,8 @@ policy and the history. A record that fails is parked for a human, never followe
 
 from __future__ import annotations
 
+import math
+
 import hashlib
 import json
 
@@ -104,6 +106,8 @@ def check_record(rec: Record, policy: Policy, history: History, now: float) -> s
         timeouts = [s.timeout_s for s in cls.ladder if s.timeout_s is not None]
         timeout = max(timeouts) if timeouts else None
 
+    if not all(math.isfinite(t) for t in (rec.started, rec.step_started, rec.deadline or 0.0)):
+        return "a time of the record is not a finite number"
     if rec.step_started > now + CLOCK_SKEW_S:
         return f"step starts {format_duration(int(rec.step_started - now))} in the future"
     if rec.started > rec.step_started:

@@ -282,7 +282,9 @@ async def test_a_stop_switch_thrown_mid_remediation_halts_at_the_next_step_then_
     async with world_of("one-bad-worker") as world, running(world, prepare=prepare) as run:
         await eventually(lambda: "cordon" in journal.entries, timeout_s=10, what="the cordon")
         await asyncio.sleep(0.5)
-        assert journal.entries[-1] == "cordon", "nothing mutating after the switch was thrown"
+        after = journal.entries[journal.entries.index("cordon") + 1 :]
+        # Paused: the record says held (one write of the same phase); nothing else is done.
+        assert after in ([], ["record:cordoned"]), f"nothing mutating after the switch was thrown: {after}"
         rec = node_record(world, "workers-1")
         assert rec is not None and rec.phase is Phase.CORDONED, "the record is left for later"
         assert terminates(world) == []
@@ -502,6 +504,7 @@ async def test_restart_after_a_reboot_went_out_unrecorded_does_not_reboot_twice(
             provider_id=node["spec"]["providerID"],
             instance_id=world.instance_of_node("gpu-0"),
             boot_id_before=boot_before,
+            calls=("reboot",),  # its intent was recorded before the call
         )
         await seed_record(world, rec)
         async with running(world):

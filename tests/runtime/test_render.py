@@ -24,6 +24,7 @@ from noderescue.core.model import (
     Snapshot,
 )
 from noderescue.runtime import render
+from tests.core.factories import admitted
 
 NOW = 1_780_000_000.0  # 2026-05-28T20:26:40Z
 CONFIG = """\
@@ -354,7 +355,8 @@ def test_status_of_unreachable_cluster_keeps_every_key() -> None:
 
 def test_record_of_a_vanished_node_is_shown_as_gone() -> None:
     # A replace in flight whose old Node object is already deleted: the plan keeps driving it.
-    cp = cluster_plan(healthy_nodes(4), records={"vanished": record("vanished", Phase.ACTING)})
+    rec = record("vanished", Phase.ACTING)
+    cp = cluster_plan(healthy_nodes(4), records={"vanished": rec}, history=admitted(rec))
     rows = table_rows(render.plans_table([cp]))
     assert rows[0][:5] == ["vanished", "workers", "gone", "continue", "replace"]
     (cluster,) = orjson.loads(render.plans_json([cp]))["clusters"]

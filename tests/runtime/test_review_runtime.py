@@ -264,6 +264,8 @@ def in_flight(node: NodeView, phase: Phase, *, instance_id: str | None = None) -
         provider_id=node.provider_id,
         cordoned_by_us=phase is not Phase.STARTED,
         instance_id=instance_id,
+        # Acting with the instance known: the crash came around the call, its intent recorded.
+        calls=("replace",) if phase is Phase.ACTING and instance_id else (),
     )
     return replace(node, record_json=record_to_json(rec))
 
@@ -280,7 +282,8 @@ async def test_a_pause_holding_an_in_flight_remediation_does_not_spin_the_loop()
     await run_for(loop, 1.0)
     assert loop.reconciler.passes <= 3, f"{loop.reconciler.passes} passes in 1 s while paused"
     assert loop.state.loads <= 6, f"{loop.state.loads} state ConfigMap reads in 1 s while paused"
-    assert [c for c in loop.kube.calls if not c.startswith("event:")] == [], "nothing mutating while paused"
+    # Held, said once: the record says so (one write) and one RemediationHeld Event.
+    assert loop.kube.calls == ["record:cordoned", "event:RemediationHeld"], "nothing else while paused"
 
 
 async def test_a_lifted_pause_resumes_the_in_flight_remediation_without_a_nudge() -> None:
@@ -293,7 +296,7 @@ async def test_a_lifted_pause_resumes_the_in_flight_remediation_without_a_nudge(
     task = asyncio.create_task(loop.reconciler.run(stop), name="reconciler-under-test")
     try:
         await asyncio.sleep(0.5)
-        assert loop.kube.calls == []
+        assert loop.kube.calls == ["record:cordoned", "event:RemediationHeld"], "held, said once"
         loop.state.pause = None  # `noderescue resume` writes the ConfigMap; nothing else wakes us
         await eventually(lambda: "cordon" in loop.kube.calls, timeout_s=2.0, what="the cordon after resume")
     finally:
