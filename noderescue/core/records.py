@@ -8,10 +8,9 @@ policy and the history. A record that fails is parked for a human, never followe
 
 from __future__ import annotations
 
-import math
-
 import hashlib
 import json
+import math
 
 from noderescue.core.durations import format_duration
 from noderescue.core.model import CLOUD_ACTIONS, History, Policy, Record, Step, Window
