@@ -150,6 +150,9 @@ def file_warnings(path: Path) -> list[ConfigIssue]:
     return config_warnings(loaded.data, loaded.lines)
 
 
+SMALL_CLASS = 3
+
+
 def _max_unhealthy_warning(safety: Mapping[str, Any], add: Callable[[YamlPath, str], None]) -> None:
     given = "maxUnhealthy" in safety
     try:
@@ -164,8 +167,10 @@ def _max_unhealthy_warning(safety: Mapping[str, Any], add: Callable[[YamlPath, s
             f"maxUnhealthy {limit}{which}: one unhealthy node trips the short-circuit, so nothing is "
             "ever remediated",
         )
-    elif limit.percent and limit.value < 100:
-        # Node counts are not in the configuration: say at which size a class stops working.
+    elif limit.percent and math.ceil(100 / limit.value) > SMALL_CLASS:
+        # Node counts are not in the configuration: say at which size a class stops working. Only
+        # when that size is larger than a small class: 40% (Cluster API's usual value) stops
+        # classes of one or two nodes, which `noderescue plan` names with the nodes it sees.
         smallest = math.ceil(100 / limit.value)
         add(
             path,

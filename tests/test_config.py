@@ -1273,13 +1273,11 @@ QUIET = {"maxUnhealthy": 1}
     ("changes", "expected"),
     [
         pytest.param({"safety": QUIET}, [], id="clean"),
+        pytest.param({}, [], id="default-percent"),
         pytest.param(
-            {},
-            [
-                "safety.maxUnhealthy: maxUnhealthy 40% (the default) rounds down: a class (or cluster) "
-                "of fewer than 3"
-            ],
-            id="default-percent",
+            {"safety": {"maxUnhealthy": "30%"}},
+            ["safety.maxUnhealthy: maxUnhealthy 30% rounds down: a class (or cluster) of fewer than 4"],
+            id="30-percent",
         ),
         pytest.param({"safety": {"maxUnhealthy": "100%"}}, [], id="100-percent"),
         pytest.param(

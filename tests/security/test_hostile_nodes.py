@@ -287,7 +287,6 @@ async def test_a_node_relabelling_its_zone_does_not_escape_a_frozen_zone(world_o
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="records move to the state namespace")
 async def test_a_node_writing_the_remediation_annotation_has_no_effect(world_of: WorldFactory) -> None:
     """Healthy nodes forge in-flight remediation records on themselves (a node may write its own
     annotations). The annotation is never read as authority: nothing is done to the forgers, and
